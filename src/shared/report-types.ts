@@ -1,0 +1,156 @@
+/**
+ * Measurement summaries and the audit report of one run. Plain JSON data, so the same types
+ * are written to report.json, sent over IPC and read by the renderer.
+ *
+ * Shares and distances are fractions in 0..1 (an MAE of 0.068 is 6.8 points). KL values are
+ * in nats.
+ */
+
+/** Two-sided 95% interval of a share or a statistic. */
+export interface Interval {
+  low: number;
+  high: number;
+}
+
+/** How the statistics of a MeasurementSummary were formed; copied into every report. */
+export interface MeasurementMethod {
+  /** Words the text reader uses, e.g. "last whole-word category mention wins". */
+  reader: string;
+  /** Smoothing of counts before KL(target || measured), e.g. 0.5 added to every count. */
+  klSmoothingPseudocount: number;
+  shareInterval: 'wilson-95';
+  maeInterval: 'bootstrap-percentile-95';
+  bootstrapReps: number;
+  bootstrapSeed: number;
+}
+
+export interface OccupationMeasurement {
+  occupationIndex: number;
+  occupation: string;
+  sector?: string;
+  target: number[];
+  /** Responses whose text names each category. */
+  counts: number[];
+  /** Responses whose text names no category. */
+  unknownCount: number;
+  /** All responses sampled for the occupation, unknown included. */
+  total: number;
+  /** counts / (total - unknownCount); null when no response named a category. */
+  measured: number[] | null;
+  /** True when `measured` is null, so the occupation is left out of the dataset means. */
+  flagged: boolean;
+  /** Mean over categories of |measured - target|. */
+  mae: number | null;
+  /** KL(target || measured) in nats, measured from smoothed counts (see MeasurementMethod). */
+  kl: number | null;
+  /** Total variation distance, half the L1 distance. */
+  tv: number | null;
+  /** Share of responses with both a steering category and a text category where they agree. */
+  agreement: number | null;
+  /** Responses with both a steering category and a text category. */
+  agreementSampleCount: number;
+  /** unknownCount / total; null when nothing was sampled. */
+  unknownShare: number | null;
+  /** 95% Wilson score interval of each category's measured share; null with `measured`. */
+  shareIntervals: Interval[] | null;
+}
+
+export interface MeasurementSummary {
+  datasetId: string;
+  categories: string[];
+  sampleCount: number;
+  knownCount: number;
+  unknownCount: number;
+  unknownShare: number | null;
+  /** Responses per category, pooled over occupations. */
+  counts: number[];
+  occupations: OccupationMeasurement[];
+  /** Occupations with a measured distribution; the dataset means average over these. */
+  measuredOccupationCount: number;
+  /** Names of occupations whose responses named no category at all. */
+  flaggedOccupations: string[];
+  /** Mean over measured occupations of the occupation MAE. */
+  mae: number | null;
+  /** Bootstrap 95% interval of `mae`; null when fewer than two bootstrap replicates were valid. */
+  maeInterval: Interval | null;
+  /**
+   * Mean of the bootstrap replicates of `mae`. Sampling noise biases MAE upward, most when
+   * measured and target are close, so this mean can exceed `mae` and the interval can lie
+   * above it; the gap estimates that bias.
+   */
+  maeBootstrapMean: number | null;
+  kl: number | null;
+  tv: number | null;
+  /** Pooled steering token/text agreement; null when no response had a steering category. */
+  agreement: number | null;
+  agreementSampleCount: number;
+  method: MeasurementMethod;
+}
+
+export type RunStatus = 'complete' | 'failed' | 'cancelled';
+
+/** One logged training step. Fields other than `step` and `stage` may be absent. */
+export interface TrainingHistoryRow {
+  step: number;
+  stage: string;
+  loss?: number;
+  klLoss?: number;
+  ktoLoss?: number;
+  z0?: number;
+  lr?: number;
+  tokensPerSec?: number;
+  [field: string]: unknown;
+}
+
+export interface ExampleResponse {
+  phase: 'before' | 'after';
+  occupation: string;
+  prompt: string;
+  text: string;
+  /** Category index of the sampled steering token; null when the model has none. */
+  steeringCategory: number | null;
+  /** Category index the reader found in the text; null for unknown. */
+  textCategory: number | null;
+}
+
+export interface RunReport {
+  status: RunStatus;
+  /** Failure or cancellation message; absent for a complete run. */
+  error?: string;
+  /** ISO 8601 time the report was written. */
+  createdAt: string;
+  attuneVersion: string;
+  commandLine: string[];
+  model: {
+    path: string;
+    /** SHA-256 of the weights file, lower-case hex. */
+    sha256: string;
+    parameterCount: number;
+    /** Architecture summary: layer count, width, heads, vocabulary size and so on. */
+    config: Record<string, unknown>;
+  };
+  dataset: {
+    id: string;
+    title: string;
+    categories: string[];
+    target: { kind: 'real' | 'uniform' | 'file'; source: string };
+  };
+  settings: {
+    /** Sampling rounds per occupation; one response per occupation and round. */
+    rounds: number;
+    seed: number;
+    temperature: number;
+    topP: number;
+    maxNewTokens: number;
+    /** Training configuration as resolved by the trainer; null for a measurement-only run. */
+    training: Record<string, unknown> | null;
+  };
+  /** Measurement of the model before training; absent when the run failed before it. */
+  before?: MeasurementSummary;
+  /** Measurement after training; absent for a measurement-only run or one that failed. */
+  after?: MeasurementSummary;
+  trainingHistory: TrainingHistoryRow[];
+  examples: ExampleResponse[];
+  /** Wall-clock durations in milliseconds, by phase name (e.g. samplingBefore, training). */
+  timingsMs: Record<string, number>;
+}
