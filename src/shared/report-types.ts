@@ -12,7 +12,7 @@ export interface Interval {
   high: number;
 }
 
-/** How the statistics of a MeasurementSummary were formed; copied into every report. */
+/** Settings behind the statistics of a MeasurementSummary, copied into every report. */
 export interface MeasurementMethod {
   /** Words the text reader uses, e.g. "last whole-word category mention wins". */
   reader: string;
@@ -75,8 +75,8 @@ export interface MeasurementSummary {
   maeInterval: Interval | null;
   /**
    * Mean of the bootstrap replicates of `mae`. Sampling noise biases MAE upward, most when
-   * measured and target are close, so this mean can exceed `mae` and the interval can lie
-   * above it; the gap estimates that bias.
+   * measured and target are close. This mean can then exceed `mae`, and the interval can lie
+   * above it. The gap between the two estimates that bias.
    */
   maeBootstrapMean: number | null;
   kl: number | null;

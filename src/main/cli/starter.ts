@@ -37,15 +37,15 @@ runCli(async (signal, backend) => {
     training: { ...STARTER_DEFAULTS.training, epochs: Number(options.epochs), seed },
   };
   const started = performance.now();
-  let bar: ReturnType<typeof createBar> | null = null;
+  const progress: { bar: ReturnType<typeof createBar> | null } = { bar: null };
   const { model, tokenizer, corpus } = await trainStarterModel(config, {
     signal,
     onStep: (event) => {
-      bar ??= createBar('training starter', event.totalSteps);
-      bar.update(event.step, formatStep(event));
+      progress.bar ??= createBar('training starter', event.totalSteps);
+      progress.bar.update(event.step, formatStep(event));
     },
   });
-  bar?.stop();
+  progress.bar?.stop();
   const trainingSeconds = (performance.now() - started) / 1000;
   const outDir = path.resolve(options.out);
   const dataset = loadDataset('us-gender');

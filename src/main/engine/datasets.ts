@@ -37,7 +37,7 @@ export interface DatasetDefinition {
   categories: string[];
   occupations: OccupationTarget[];
   questionTemplates: readonly string[];
-  /** Where the targets came from: a citation for `real`, the file path for `file`. */
+  /** Target kind and its source: a citation for `real`, the file path for `file`. */
   target: { kind: TargetKind; source: string };
   /** Returns the index of the category a response text names, or null for unknown. */
   readAttribute(text: string): number | null;
@@ -226,7 +226,7 @@ function fileTarget(spec: DatasetSpec, base: OccupationBase[], filePath: string)
 function noRealTarget(spec: DatasetSpec): UserError {
   const columns = spec.categories.map((category) => `${columnStem(category)}_share`).join(', ');
   return new UserError(
-    `Dataset "${spec.id}" has no real target: no published ${spec.attribute} counts exist for ` +
+    `Dataset "${spec.id}" has no real target: no published ${spec.attribute} statistics exist for ` +
       `its occupations. Use target "uniform" or a CSV file with columns occupation, ${columns}.`,
   );
 }

@@ -197,7 +197,7 @@ export class LlamaModel {
     const keyValid = cache ? cache.keyValid : splitRows(tokenValid, batch, time);
     const { cos, sin } = this.rotary(positions, batch, time);
     const mask = attentionMask(keyValid, past, time);
-    let h = embed(this.params['model.embed_tokens.weight'] as tf.Tensor2D, ids); // [B, T, D]
+    let h: tf.Tensor = embed(this.params['model.embed_tokens.weight'] as tf.Tensor2D, ids); // [B, T, D]
     for (let layer = 0; layer < this.config.numLayers; layer++) {
       h = this.block(h, layer, cos, sin, mask, cache);
     }
@@ -244,7 +244,7 @@ export class LlamaModel {
     cache?: KVCache,
   ): tf.Tensor {
     const { numHeads: heads, numKvHeads: kvHeads, headDim: e } = this.config;
-    const [batch, time] = x.shape;
+    const [batch, time] = x.shape as [number, number];
     const p = `model.layers.${layer}.self_attn.`;
     const project = (name: string, count: number) => {
       const bias = this.params[`${p}${name}.bias`] as tf.Tensor1D | undefined;
@@ -255,7 +255,7 @@ export class LlamaModel {
     let k = this.rope(project('k_proj', kvHeads), cos, sin); // [B, G, T, E]
     let v = project('v_proj', kvHeads); // [B, G, T, E]
     if (cache) [k, v] = appendToCache(cache, layer, k, v); // [B, G, S, E]
-    const keyLength = k.shape[2];
+    const keyLength = k.shape[2] as number;
     const group = heads / kvHeads;
     // Query heads h*R..h*R+R-1 share kv head h, so [B, H, T, E] regroups as [B, G, R*T, E].
     q = tf.reshape(q, [batch, kvHeads, group * time, e]);

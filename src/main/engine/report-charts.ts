@@ -33,10 +33,11 @@ export async function renderShareChart(report: RunReport): Promise<string | null
   const categories = report.dataset.categories;
   const shown = categories.length === 2 ? [categories[1]] : categories;
   const occupations = (report.before ?? report.after)?.occupations.map((o) => o.occupation) ?? [];
+  const series = SERIES.filter((name) => rows.some((row) => row.series === name));
   const panel =
     shown.length === 1
-      ? sharePanel(occupations, `share "${shown[0]}"`, 320)
-      : sharePanel(occupations, 'share', 140);
+      ? sharePanel(occupations, series, `share "${shown[0]}"`, 320)
+      : sharePanel(occupations, series, 'share', 140);
   const spec: TopLevelSpec =
     shown.length === 1
       ? { data: { values: rows.filter((row) => row.category === shown[0]) }, ...panel }
@@ -49,8 +50,15 @@ export async function renderShareChart(report: RunReport): Promise<string | null
   return renderSvg(spec);
 }
 
-function sharePanel(occupations: string[], xTitle: string, width: number) {
-  const domain = [...SERIES];
+function sharePanel(
+  occupations: string[],
+  series: (typeof SERIES)[number][],
+  xTitle: string,
+  width: number,
+) {
+  const domain = [...series];
+  const colors = series.map((name) => SERIES_COLORS[SERIES.indexOf(name)]);
+  const shapes = series.map((name) => SERIES_SHAPES[SERIES.indexOf(name)]);
   return {
     width,
     // The step is the height of one series within an occupation's band.
@@ -69,7 +77,7 @@ function sharePanel(occupations: string[], xTitle: string, width: number) {
       color: {
         field: 'series',
         type: 'nominal' as const,
-        scale: { domain, range: SERIES_COLORS },
+        scale: { domain, range: colors },
         title: null,
       },
     },
@@ -93,7 +101,7 @@ function sharePanel(occupations: string[], xTitle: string, width: number) {
           shape: {
             field: 'series',
             type: 'nominal' as const,
-            scale: { domain, range: SERIES_SHAPES },
+            scale: { domain, range: shapes },
           },
         },
       },
@@ -174,7 +182,7 @@ export async function renderLossChart(
 async function renderSvg(spec: TopLevelSpec): Promise<string> {
   const loader = vega.loader();
   loader.load = async (uri: string) => {
-    throw new Error(`report charts use inline data only; refused to load ${uri}`);
+    throw new Error(`Report charts use inline data only, so loading ${uri} was rejected.`);
   };
   const runtime = vega.parse(compile({ ...spec, background: 'white' }).spec);
   const view = new vega.View(runtime, { renderer: 'none', loader });

@@ -175,7 +175,8 @@ function chartBlock(report: RunReport, svg: string | null): string {
   const k = report.dataset.categories.length;
   const what =
     k === 2 ? `the share of "${e(report.dataset.categories[1])}"` : 'the share of each category';
-  return `<p>Dots show ${what}: target, before and after training, with 95% Wilson intervals.</p><div class="chart">${svg}</div>`;
+  const series = report.after ? 'target, before and after training' : 'target and before training';
+  return `<p>Dots show ${what}: ${series}, with 95% Wilson intervals.</p><div class="chart">${svg}</div>`;
 }
 
 function shares(values: number[] | null): string {

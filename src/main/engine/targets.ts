@@ -6,12 +6,19 @@
  * and the value, so a bad cell can be found and fixed in an editor.
  */
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { closest, distance } from 'fastest-levenshtein';
-import Papa from 'papaparse';
 import { UserError } from '../../shared/errors';
+import {
+  type CsvRecord,
+  type CsvTable,
+  parseNumberCell,
+  quote,
+  readCsvFile,
+  requireColumns,
+} from './csv-table';
 
 /** Maximum distance of a row's share sum from 1 before the row is rejected. */
 export const SHARE_SUM_TOLERANCE = 0.01;
@@ -47,119 +54,6 @@ export function targetsDir(): string {
     `The bundled target tables (resources/targets/${MARKER_FILE}) were not found next to ` +
       `the program. Set ${TARGETS_DIR_ENV} to the folder that contains them.`,
   );
-}
-
-/** One CSV data row: its cells by lower-case column name and the file line it starts on. */
-export interface CsvRecord {
-  line: number;
-  cells: Record<string, string>;
-}
-
-export interface CsvTable {
-  filePath: string;
-  columns: string[];
-  records: CsvRecord[];
-}
-
-/**
- * Reads a comma-separated file with a header row. Column names are trimmed and lowercased.
- * Blank lines are skipped, but line numbers still count them, as an editor does.
- */
-export function readCsvFile(filePath: string): CsvTable {
-  let text: string;
-  try {
-    text = readFileSync(filePath, 'utf8');
-  } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : 'unreadable';
-    throw new UserError(`Target file ${filePath} is ${reason}. Check the path.`, { cause: error });
-  }
-  return parseCsvText(filePath, text);
-}
-
-function parseCsvText(filePath: string, rawText: string): CsvTable {
-  const text = rawText.replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
-  const rows: { values: string[]; line: number }[] = [];
-  let countedChar = 0;
-  let newlinesBefore = 0;
-  Papa.parse<string[]>(text, {
-    delimiter: ',',
-    skipEmptyLines: 'greedy',
-    step: (result) => {
-      const firstError = result.errors[0];
-      // The cursor is the offset just past the row and its newline, so the row ends on the
-      // line of the last newline-free character, and starts as many lines earlier as its
-      // quoted cells contain newlines.
-      const endChar =
-        text[result.meta.cursor - 1] === '\n' ? result.meta.cursor - 1 : result.meta.cursor;
-      newlinesBefore += countNewlines(text, countedChar, endChar);
-      countedChar = endChar;
-      const innerNewlines = result.data.reduce(
-        (sum, cell) => sum + countNewlines(cell, 0, cell.length),
-        0,
-      );
-      const line = newlinesBefore + 1 - innerNewlines;
-      if (firstError) {
-        throw new UserError(`${filePath} line ${line}: invalid CSV (${firstError.message}).`);
-      }
-      rows.push({ values: result.data, line });
-    },
-  });
-  const header = rows.shift();
-  if (!header) throw new UserError(`${filePath} is empty; expected a header row and data rows.`);
-  const columns = header.values.map((name) => name.trim().toLowerCase());
-  const records = rows.map(({ values, line }) => toRecord(filePath, columns, values, line));
-  return { filePath, columns, records };
-}
-
-function countNewlines(text: string, startChar: number, endChar: number): number {
-  let count = 0;
-  for (let i = startChar; i < endChar; i++) if (text.charCodeAt(i) === 10) count++;
-  return count;
-}
-
-function toRecord(filePath: string, columns: string[], values: string[], line: number): CsvRecord {
-  if (values.length !== columns.length) {
-    throw new UserError(
-      `${filePath} line ${line}: expected ${columns.length} cells like the header, found ` +
-        `${values.length}. Quote cells that contain commas.`,
-    );
-  }
-  const cells: Record<string, string> = {};
-  columns.forEach((name, i) => {
-    cells[name] = values[i].trim();
-  });
-  return { line, cells };
-}
-
-/** Throws a UserError unless every column in `required` is present. */
-export function requireColumns(table: CsvTable, required: readonly string[]): void {
-  const missing = required.filter((name) => !table.columns.includes(name));
-  if (missing.length === 0) return;
-  throw new UserError(
-    `${table.filePath}: missing column ${missing.map(quote).join(', ')}. ` +
-      `Found columns: ${table.columns.map(quote).join(', ')}.`,
-  );
-}
-
-const NUMBER_PATTERN = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
-
-/** Parses a decimal cell strictly: no empty cells, thousands separators or units. */
-export function parseNumberCell(table: CsvTable, record: CsvRecord, column: string): number {
-  const raw = record.cells[column] ?? '';
-  if (raw === '') {
-    throw new UserError(`${table.filePath} line ${record.line}: column ${quote(column)} is empty.`);
-  }
-  if (!NUMBER_PATTERN.test(raw)) {
-    throw new UserError(
-      `${table.filePath} line ${record.line}: column ${quote(column)} has invalid number ` +
-        `${quote(raw)}. Write a plain decimal such as 0.25 or 1200.`,
-    );
-  }
-  return Number(raw);
-}
-
-function quote(text: string): string {
-  return JSON.stringify(text);
 }
 
 /** Row of a bundled reference count table: workers by sex for one occupation. */

@@ -174,7 +174,8 @@ describe('bootstrap MAE interval', () => {
   it('narrows with more samples', () => {
     const small = summarizeMeasurement(dataset, proportionSamples(20)).maeInterval;
     const large = summarizeMeasurement(dataset, proportionSamples(400)).maeInterval;
-    expect(small && large).toBeTruthy();
+    expect(small).not.toBeNull();
+    expect(large).not.toBeNull();
     if (!small || !large) return;
     expect(large.high - large.low).toBeLessThan((small.high - small.low) / 2);
   });

@@ -93,11 +93,6 @@ describe('readTargetFile', () => {
     expect(readTargetFile(filePath, GENDER, ['Nurses']).targets).toEqual([[0.1, 0.9]]);
   });
 
-  it('reads CRLF files and a byte order mark', () => {
-    const filePath = writeCsv('\uFEFFoccupation,male_share,female_share\r\nNurses,0.1,0.9\r\n');
-    expect(readTargetFile(filePath, GENDER, ['Nurses']).targets).toEqual([[0.1, 0.9]]);
-  });
-
   it('rejects an invalid number with file, line and value', () => {
     const { filePath, message } = targetError(
       'occupation,male_share,female_share\nNurses,0.1,0.9\nCooks,abc,0.5\nPilots,0.9,0.1\n',
@@ -191,29 +186,6 @@ describe('readTargetFile', () => {
     );
     expect(message).toContain('unknown occupation "Astronauts"');
     expect(message).not.toContain('did you mean');
-  });
-
-  it('counts blank and quoted multi-line rows in line numbers', () => {
-    const { message } = targetError(
-      'occupation,male_share,female_share\n\n"Nurses",0.1,0.9\n"Co\noks",0.5,0.5\nPilots,x,0.1\n',
-      GENDER,
-      ['Nurses', 'Co\noks', 'Pilots'],
-    );
-    expect(message).toContain('line 6');
-    expect(message).toContain('"x"');
-  });
-
-  it('rejects a row with too many cells', () => {
-    const { message } = targetError('occupation,male_share,female_share\nNurses,0.1,0.9,7\n');
-    expect(message).toContain('line 2');
-    expect(message).toContain('expected 3 cells');
-  });
-
-  it('rejects a file that does not exist', () => {
-    const filePath = join(dir, 'absent.csv');
-    const message = errorOf(() => readTargetFile(filePath, GENDER, OCCUPATIONS)).message;
-    expect(message).toContain(filePath);
-    expect(message).toContain('not found');
   });
 });
 

@@ -1,0 +1,378 @@
+/**
+ * The alignment run: measure the input model, build training examples from its samples,
+ * train stage 1 (SFT) and stage 2 (KL + KTO), measure the trained model, write the report.
+ *
+ * Every phase emits events for progress display; an AbortSignal stops sampling or training
+ * cleanly (training saves a checkpoint first). A run folder can be resumed from its newest
+ * checkpoint. A failed or cancelled run still writes a report, marked as such.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { AttuneError, UserError } from '../../shared/errors';
+import type { ExampleResponse, MeasurementSummary, RunReport } from '../../shared/report-types';
+import { writeFileAtomically } from './atomic';
+import { type LoadedModel, loadModelFolder, type ModelMeta, saveModelFolder, type SteeringInfo } from './checkpoint';
+import { type DatasetDefinition, loadDataset } from './datasets';
+import { buildTrainingExamples } from './examples';
+import { measureDataset, type SampledResponse } from './measure';
+import { summarizeMeasurement } from './metrics';
+import { countParameters, type LlamaModel } from './model';
+import { writeReport } from './report';
+import { readLatestCheckpoint, readTrainerState, saveTrainingCheckpoint } from './run-store';
+import { DEFAULT_SAMPLING, type SamplingOptions, validateSampling } from './sampler';
+import { attachSteeringTokens, type SteeringMode } from './steering';
+import type { TextTokenizer } from './tokenizer';
+import {
+  ALIGN_DEFAULTS,
+  ALIGN_LOSS_DEFAULTS,
+  type AlignmentLossConfig,
+  frozenCopy,
+  SFT_DEFAULTS,
+  type StageConfig,
+  type TrainerState,
+  type TrainingStepEvent,
+  trainAlignment,
+  trainSft,
+  validateStageConfig,
+} from './trainer';
+
+export const ATTUNE_VERSION = '0.1.0';
+
+export interface RunOptions {
+  modelDir: string;
+  datasetId: string;
+  /** 'real', 'uniform' or a target CSV path; the dataset default when absent. */
+  target?: string;
+  /** Responses sampled per occupation, before and after training. */
+  rounds: number;
+  seed: number;
+  /** Run folder; must be new or empty unless `resume` is set. */
+  outDir: string;
+  steeringMode: SteeringMode;
+  sampling: Omit<SamplingOptions, 'seed'>;
+  sft: StageConfig;
+  align: StageConfig;
+  loss: AlignmentLossConfig;
+  /** Continue the run in `outDir` from its newest checkpoint. */
+  resume: boolean;
+  /** Skip training: measure and report only. */
+  measureOnly: boolean;
+  commandLine: string[];
+}
+
+export const RUN_DEFAULTS: Omit<RunOptions, 'modelDir' | 'datasetId' | 'outDir' | 'commandLine'> = {
+  rounds: 100,
+  seed: 0,
+  steeringMode: 'special',
+  sampling: { temperature: 1, topP: 1, maxNewTokens: 48, batchSize: 100 },
+  sft: { ...SFT_DEFAULTS, epochs: 2, learningRate: 5e-4 },
+  align: { ...ALIGN_DEFAULTS, epochs: 3, learningRate: 5e-4 },
+  loss: ALIGN_LOSS_DEFAULTS,
+  resume: false,
+  measureOnly: false,
+};
+
+export type RunEvent =
+  | { type: 'phase'; phase: RunPhase; message: string }
+  | { type: 'sample/progress'; phase: 'before' | 'after'; done: number; total: number }
+  | TrainingStepEvent;
+
+export type RunPhase = 'load' | 'measure-before' | 'examples' | 'sft' | 'align' | 'measure-after' | 'report';
+
+export interface RunContext {
+  onEvent?: (event: RunEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  report: RunReport;
+  jsonPath: string;
+  htmlPath: string;
+  modelDir: string | null;
+}
+
+/** Checks every setting and input file before any work starts; throws a UserError naming the bad one. */
+export async function prepareRun(options: RunOptions): Promise<{ dataset: DatasetDefinition }> {
+  const dataset = loadDataset(options.datasetId, options.target ? { target: options.target } : {});
+  if (!Number.isInteger(options.rounds) || options.rounds < 1) {
+    throw new UserError(`rounds must be a positive integer, got ${options.rounds}.`);
+  }
+  validateSampling({ ...options.sampling, seed: options.seed });
+  validateStageConfig(options.sft, 'sft');
+  validateStageConfig(options.align, 'align');
+  const entries = await fs.readdir(options.outDir).catch(() => [] as string[]);
+  if (!options.resume && entries.length > 0) {
+    throw new UserError(
+      `Output folder ${options.outDir} is not empty; choose a new --out folder, or pass --resume to continue the run in it.`,
+    );
+  }
+  if (options.resume && !entries.includes('before-samples.json')) {
+    throw new UserError(`Cannot resume: ${options.outDir} holds no run (before-samples.json is missing).`);
+  }
+  return { dataset };
+}
+
+/** Runs the whole pipeline and writes report.json and report.html into `options.outDir`. */
+export async function runPipeline(options: RunOptions, context: RunContext = {}): Promise<RunResult> {
+  const { dataset } = await prepareRun(options);
+  const emit = (event: RunEvent) => context.onEvent?.(event);
+  const phase = (p: RunPhase, message: string) => emit({ type: 'phase', phase: p, message });
+  await fs.mkdir(options.outDir, { recursive: true });
+  phase('load', `loading ${options.modelDir}`);
+  const input = await loadModelFolder(options.modelDir);
+  const report = emptyReport(options, dataset, input);
+  const timings = report.timingsMs;
+  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      return await work();
+    } finally {
+      timings[name] = (timings[name] ?? 0) + Math.round(performance.now() - started);
+    }
+  };
+  let current: { model: LlamaModel; tokenizer: TextTokenizer } = input;
+  let modelOut: string | null = null;
+  try {
+    const inputSteering = matchingSteering(input.meta, dataset);
+    phase('measure-before', `sampling ${options.rounds} responses per occupation`);
+    const before = await timed('samplingBefore', () =>
+      measureOrReuse(options, dataset, input, inputSteering, 'before', emit, context.signal),
+    );
+    report.before = summarize(dataset, before, options.seed);
+    report.examples.push(...pickExamples(dataset, before, 'before'));
+    if (options.measureOnly) {
+      report.status = 'complete';
+      return await finish(options, report, null);
+    }
+    phase('examples', 'building training examples from the samples');
+    const steered = inputSteering
+      ? { model: input.model, tokenizer: input.tokenizer, steering: inputSteering }
+      : await attachSteeringTokens(input.model, input.tokenizer, dataset.attribute, dataset.categories, options.steeringMode);
+    current = steered;
+    const built = buildTrainingExamples(before, dataset, steered.steering, steered.tokenizer.eosId, options.seed);
+    if (built.desirableCount < 2) {
+      throw new UserError(
+        `Only ${built.desirableCount} sampled responses named a category, too few to train on; raise --rounds.`,
+      );
+    }
+    report.settings.training = {
+      steering: steered.steering,
+      sft: options.sft,
+      align: options.align,
+      loss: options.loss,
+      examples: {
+        desirable: built.desirableCount,
+        undesirable: built.undesirableCount,
+        skippedUnknown: built.skippedUnknown,
+        skippedUnfinished: built.skippedUnfinished,
+      },
+    };
+    const meta: ModelMeta = {
+      steering: steered.steering,
+      training: report.settings.training,
+      description: `Aligned by Attune ${ATTUNE_VERSION} on ${dataset.id} (${dataset.target.kind} target) from ${input.dir}`,
+    };
+    const trained = await timed('training', () =>
+      trainStages(options, steered, meta, built.examples, report.trainingHistory, emit, context.signal),
+    );
+    current = { model: trained, tokenizer: steered.tokenizer };
+    modelOut = path.join(options.outDir, 'model');
+    await saveModelFolder(modelOut, trained, steered.tokenizer, meta);
+    phase('measure-after', `sampling ${options.rounds} responses per occupation from the trained model`);
+    const after = await timed('samplingAfter', () =>
+      measureDataset(trained, steered.tokenizer, dataset, {
+        rounds: options.rounds,
+        sampling: { ...options.sampling, seed: options.seed + 1 },
+        steeringIds: steered.steering.tokenIds,
+        signal: context.signal,
+        onProgress: (done, total) => emit({ type: 'sample/progress', phase: 'after', done, total }),
+      }),
+    );
+    report.after = summarize(dataset, after, options.seed);
+    report.examples.push(...pickExamples(dataset, after, 'after'));
+    report.status = 'complete';
+    return await finish(options, report, modelOut);
+  } catch (error) {
+    report.status = error instanceof AttuneError && error.kind === 'cancelled' ? 'cancelled' : 'failed';
+    report.error = error instanceof Error ? error.message : String(error);
+    await finish(options, report, modelOut).catch(() => undefined);
+    throw error;
+  } finally {
+    current.model.dispose();
+  }
+}
+
+/** Trains both stages (or the rest of them, on resume); appends every step to `history`. */
+async function trainStages(
+  options: RunOptions,
+  steered: { model: LlamaModel; tokenizer: TextTokenizer; steering: SteeringInfo },
+  meta: ModelMeta,
+  examples: Parameters<typeof trainSft>[1],
+  history: RunReport['trainingHistory'],
+  emit: (event: RunEvent) => void,
+  signal?: AbortSignal,
+): Promise<LlamaModel> {
+  const { model, tokenizer, steering } = steered;
+  const runDir = options.outDir;
+  const latest = options.resume ? await readLatestCheckpoint(runDir) : null;
+  let resume: TrainerState | undefined;
+  let policy = model;
+  if (latest) {
+    const checkpointDir = path.join(runDir, 'checkpoints', latest.dir);
+    resume = await readTrainerState(checkpointDir);
+    policy = await replaceWeights(model, checkpointDir);
+  }
+  const onStep = (event: TrainingStepEvent) => {
+    history.push({
+      step: event.step,
+      stage: event.stage,
+      loss: event.loss,
+      klLoss: event.klLoss ?? undefined,
+      ktoLoss: event.ktoLoss ?? undefined,
+      z0: event.z0 ?? undefined,
+      lr: event.learningRate,
+      tokensPerSec: event.tokensPerSec,
+    });
+    emit(event);
+  };
+  const save = (stageModel: LlamaModel) => (state: TrainerState) =>
+    saveTrainingCheckpoint(runDir, stageModel, tokenizer, meta, state).then(() => undefined);
+  const stage1Dir = path.join(runDir, 'stage1-model');
+  if (!resume || resume.stage === 'sft') {
+    emit({ type: 'phase', phase: 'sft', message: 'stage 1: supervised fine-tuning' });
+    await trainSft(policy, examples, { ...options.sft, seed: options.seed }, {
+      padId: tokenizer.eosId,
+      steeringIds: steering.tokenIds,
+      onStep,
+      signal,
+      resume,
+      saveCheckpoint: save(policy),
+    });
+    await saveModelFolder(stage1Dir, policy, tokenizer, meta);
+    resume = undefined;
+  }
+  const reference = resume ? (await loadModelFolder(stage1Dir)).model : frozenCopy(policy);
+  try {
+    emit({ type: 'phase', phase: 'align', message: `stage 2: ${options.loss.mode}` });
+    await trainAlignment(policy, reference, examples, { ...options.align, seed: options.seed }, options.loss, {
+      padId: tokenizer.eosId,
+      steeringIds: steering.tokenIds,
+      onStep,
+      signal,
+      resume,
+      saveCheckpoint: save(policy),
+    });
+  } finally {
+    reference.dispose();
+  }
+  return policy;
+}
+
+/** Loads the weights of a checkpoint folder into a model of the same shape; disposes `model`. */
+async function replaceWeights(model: LlamaModel, checkpointDir: string): Promise<LlamaModel> {
+  const loaded = await loadModelFolder(checkpointDir);
+  if (loaded.model.config.vocabSize !== model.config.vocabSize) {
+    loaded.model.dispose();
+    throw new UserError(`Checkpoint ${checkpointDir} does not match the model of this run (vocabulary size).`);
+  }
+  model.dispose();
+  return loaded.model;
+}
+
+async function measureOrReuse(
+  options: RunOptions,
+  dataset: DatasetDefinition,
+  input: LoadedModel,
+  steering: SteeringInfo | null,
+  phase: 'before',
+  emit: (event: RunEvent) => void,
+  signal?: AbortSignal,
+): Promise<SampledResponse[]> {
+  const file = path.join(options.outDir, 'before-samples.json');
+  if (options.resume) {
+    const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { samples: SampledResponse[] };
+    return saved.samples;
+  }
+  const samples = await measureDataset(input.model, input.tokenizer, dataset, {
+    rounds: options.rounds,
+    sampling: { ...options.sampling, seed: options.seed },
+    steeringIds: steering?.tokenIds,
+    signal,
+    onProgress: (done, total) => emit({ type: 'sample/progress', phase, done, total }),
+  });
+  await writeFileAtomically(file, JSON.stringify({ datasetId: dataset.id, samples }));
+  return samples;
+}
+
+/** The model's steering tokens when they were trained for this dataset's attribute and categories. */
+function matchingSteering(meta: ModelMeta, dataset: DatasetDefinition): SteeringInfo | null {
+  const steering = meta.steering;
+  if (!steering || steering.attribute !== dataset.attribute) return null;
+  if (steering.categories.join('|') !== dataset.categories.join('|')) return null;
+  return steering;
+}
+
+function summarize(dataset: DatasetDefinition, samples: SampledResponse[], seed: number): MeasurementSummary {
+  return summarizeMeasurement(dataset, samples, { seed });
+}
+
+/** A few responses per occupation for the report: the first three of each. */
+function pickExamples(dataset: DatasetDefinition, samples: SampledResponse[], phase: 'before' | 'after'): ExampleResponse[] {
+  const perOccupation = new Map<number, number>();
+  const picked: ExampleResponse[] = [];
+  for (const s of samples) {
+    const n = perOccupation.get(s.occupationIndex) ?? 0;
+    if (n >= 3) continue;
+    perOccupation.set(s.occupationIndex, n + 1);
+    picked.push({
+      phase,
+      occupation: dataset.occupations[s.occupationIndex].occupation,
+      prompt: s.prompt,
+      text: s.text,
+      steeringCategory: s.steeringCategory,
+      textCategory: s.textCategory,
+    });
+  }
+  return picked;
+}
+
+function emptyReport(options: RunOptions, dataset: DatasetDefinition, input: LoadedModel): RunReport {
+  const c = input.model.config;
+  return {
+    status: 'failed',
+    createdAt: new Date().toISOString(),
+    attuneVersion: ATTUNE_VERSION,
+    commandLine: options.commandLine,
+    model: {
+      path: path.resolve(input.dir),
+      sha256: input.weightsSha256,
+      parameterCount: countParameters(input.model.params),
+      config: { ...c },
+    },
+    dataset: {
+      id: dataset.id,
+      title: dataset.title,
+      categories: dataset.categories,
+      target: dataset.target,
+    },
+    settings: {
+      rounds: options.rounds,
+      seed: options.seed,
+      temperature: options.sampling.temperature,
+      topP: options.sampling.topP,
+      maxNewTokens: options.sampling.maxNewTokens,
+      training: null,
+    },
+    trainingHistory: [],
+    examples: [],
+    timingsMs: {},
+  };
+}
+
+async function finish(options: RunOptions, report: RunReport, modelDir: string | null): Promise<RunResult> {
+  report.createdAt = new Date().toISOString();
+  const { jsonPath, htmlPath } = await writeReport(options.outDir, report);
+  return { report, jsonPath, htmlPath, modelDir };
+}
+
+export { DEFAULT_SAMPLING };
