@@ -3,21 +3,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { trainByteLevelBpe } from '../../src/main/engine/bpe-trainer';
 import { saveModelFolder } from '../../src/main/engine/checkpoint';
+import { loadDataset } from '../../src/main/engine/datasets';
 import { initParams, LlamaModel, type ModelConfig } from '../../src/main/engine/model';
 import { END_OF_TEXT } from '../../src/main/engine/prompts';
 import { generateStarterCorpus, type StarterExample } from '../../src/main/engine/starter-corpus';
 import { TextTokenizer } from '../../src/main/engine/tokenizer';
+import { SFT_DEFAULTS, trainSft } from '../../src/main/engine/trainer';
 
-/** Occupations of the generated test corpus: one mostly female, one mostly male, one even. */
-export const TINY_OCCUPATIONS = [
-  { occupation: 'Registered nurses', country: 'US' as const, femaleShare: 0.87 },
-  { occupation: 'Software developers', country: 'US' as const, femaleShare: 0.2 },
-  { occupation: 'Pharmacists', country: 'US' as const, femaleShare: 0.5 },
-];
-
-/** A few hundred generated prompt + response lines, the same for every call. */
-export function tinyCorpus(examplesPerOccupation = 80): StarterExample[] {
-  return generateStarterCorpus(TINY_OCCUPATIONS, {
+/** Generated prompt + response lines about the 14 us-gender occupations, the same for every call. */
+export function tinyCorpus(examplesPerOccupation = 20): StarterExample[] {
+  const dataset = loadDataset('us-gender');
+  const female = dataset.categories.indexOf('female');
+  const occupations = dataset.occupations.map(({ occupation, target }) => ({
+    occupation,
+    country: dataset.country,
+    femaleShare: target[female],
+  }));
+  return generateStarterCorpus(occupations, {
     seed: 11,
     examplesPerOccupation,
     gamma: 2,
@@ -45,7 +47,7 @@ export function tinyConfig(vocabSize: number, overrides: Partial<ModelConfig> = 
     headDim: 8,
     ropeTheta: 10000,
     rmsNormEps: 1e-5,
-    maxPositions: 96,
+    maxPositions: 128,
     tieWordEmbeddings: false,
     attentionBias: false,
     ...overrides,
@@ -53,7 +55,11 @@ export function tinyConfig(vocabSize: number, overrides: Partial<ModelConfig> = 
 }
 
 /** Randomly initialised tiny model; the caller owns it. */
-export function tinyModel(vocabSize: number, seed = 1, overrides: Partial<ModelConfig> = {}): LlamaModel {
+export function tinyModel(
+  vocabSize: number,
+  seed = 1,
+  overrides: Partial<ModelConfig> = {},
+): LlamaModel {
   const config = tinyConfig(vocabSize, overrides);
   return new LlamaModel(config, initParams(config, seed));
 }
@@ -71,4 +77,30 @@ export async function writeTinyModelFolder(dir: string, seed = 1): Promise<void>
   } finally {
     model.dispose();
   }
+}
+
+/**
+ * Trains a tiny model for 34 SFT steps on `tinyCorpus()` (about 10 s on wasm), enough that
+ * about half of its responses sampled at temperature 0.5 name a gender. The caller owns it.
+ */
+export async function pretrainedTinyModel(tokenizer: TextTokenizer): Promise<LlamaModel> {
+  const model = tinyModel(tokenizer.vocabSize, 1);
+  const examples = tinyCorpus().map((e) => ({
+    promptIds: tokenizer.encode(e.prompt),
+    responseIds: [...tokenizer.encode(e.response), tokenizer.eosId],
+    desirable: true,
+    target: [],
+    occupationIndex: 0,
+  }));
+  const config = { ...SFT_DEFAULTS, epochs: 2, batchSize: 16, learningRate: 2e-2, warmupSteps: 5 };
+  await trainSft(
+    model,
+    examples,
+    { ...config, weightDecay: 0, checkpointEvery: 0, seed: 1 },
+    {
+      padId: tokenizer.eosId,
+      steeringIds: [],
+    },
+  );
+  return model;
 }

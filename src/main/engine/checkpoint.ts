@@ -8,7 +8,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../shared/errors';
 import { writeFolderAtomically } from './atomic';
-import { LlamaModel, type ModelConfig, type Params, parameterShapes } from './model';
+import { LlamaModel, type ModelConfig, type Params, parameterShapes, validateConfig } from './model';
 import type { Attribute } from './prompts';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors';
 import { TextTokenizer } from './tokenizer';
@@ -76,7 +76,7 @@ export function configFromHf(hf: Record<string, unknown>, source: string): Model
   };
   const heads = num('num_attention_heads');
   const hidden = num('hidden_size');
-  return {
+  const config: ModelConfig = {
     architecture: type,
     vocabSize: num('vocab_size'),
     hiddenSize: hidden,
@@ -91,6 +91,9 @@ export function configFromHf(hf: Record<string, unknown>, source: string): Model
     tieWordEmbeddings: Boolean(hf.tie_word_embeddings ?? false),
     attentionBias: Boolean(hf.attention_bias ?? type === 'qwen2'),
   };
+  // Checked here so that an inconsistent config names config.json, not the weights file.
+  validateConfig(config, source);
+  return config;
 }
 
 /** Encodes parameters to safetensors bytes in the Hugging Face [out, in] layout. */

@@ -101,7 +101,7 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
   validateStageConfig(options.sft, 'sft');
   validateStageConfig(options.align, 'align');
   const entries = await fs.readdir(options.outDir).catch(() => [] as string[]);
-  if (!options.resume && entries.length > 0) {
+  if (!options.resume && entries.length > 0 && !(await isAbandonedRun(options.outDir, entries))) {
     throw new UserError(
       `Output folder ${options.outDir} is not empty; choose a new --out folder, or pass --resume to continue the run in it.`,
     );
@@ -112,14 +112,29 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
   return { dataset };
 }
 
+/**
+ * True for a folder holding only the report of a run that failed or was cancelled before its
+ * first measurement was saved: nothing in it can be resumed, so a new run may replace it.
+ */
+async function isAbandonedRun(outDir: string, entries: string[]): Promise<boolean> {
+  if (!entries.every((e) => e === 'report.json' || e === 'report.html')) return false;
+  const text = await fs.readFile(path.join(outDir, 'report.json'), 'utf8').catch(() => null);
+  if (text === null) return entries.length === 1 && entries[0] === 'report.html';
+  try {
+    return (JSON.parse(text) as RunReport).status !== 'complete';
+  } catch {
+    return false;
+  }
+}
+
 /** Runs the whole pipeline and writes report.json and report.html into `options.outDir`. */
 export async function runPipeline(options: RunOptions, context: RunContext = {}): Promise<RunResult> {
   const { dataset } = await prepareRun(options);
   const emit = (event: RunEvent) => context.onEvent?.(event);
   const phase = (p: RunPhase, message: string) => emit({ type: 'phase', phase: p, message });
-  await fs.mkdir(options.outDir, { recursive: true });
   phase('load', `loading ${options.modelDir}`);
   const input = await loadModelFolder(options.modelDir);
+  await fs.mkdir(options.outDir, { recursive: true });
   const report = emptyReport(options, dataset, input);
   const timings = report.timingsMs;
   const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
@@ -290,8 +305,15 @@ async function measureOrReuse(
 ): Promise<SampledResponse[]> {
   const file = path.join(options.outDir, 'before-samples.json');
   if (options.resume) {
-    const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { samples: SampledResponse[] };
-    return saved.samples;
+    try {
+      const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { datasetId: string; samples: SampledResponse[] };
+      if (saved.datasetId !== dataset.id || !Array.isArray(saved.samples)) {
+        throw new Error(`it holds samples of dataset ${saved.datasetId}, not ${dataset.id}`);
+      }
+      return saved.samples;
+    } catch (error) {
+      throw new UserError(`Cannot resume from ${file}: ${(error as Error).message}. Start a new run with another --out.`);
+    }
   }
   const samples = await measureDataset(input.model, input.tokenizer, dataset, {
     rounds: options.rounds,

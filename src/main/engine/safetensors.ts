@@ -59,6 +59,9 @@ export function decodeSafetensors(
   } catch (error) {
     throw new UserError(`${source}: the safetensors header is not valid JSON.`, { cause: error });
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+    throw new UserError(`${source}: the safetensors header is not a JSON object.`);
+  }
   const dataStart = 8 + headerLength;
   const dataLength = buffer.length - dataStart;
   const tensors = new Map<string, NamedTensor>();
@@ -94,7 +97,7 @@ function decodeEntry(
   const [begin, end] = Array.isArray(offsets) ? offsets : [Number.NaN, Number.NaN];
   if (!(begin >= 0 && end <= dataLength && end - begin === count * width)) {
     throw new UserError(
-      `${source}: tensor ${name} data_offsets ${JSON.stringify(offsets)} do not fit shape [${shape}] ${dtype} within ${dataLength} data bytes.`,
+      `${source}: tensor ${name} data_offsets ${JSON.stringify(offsets)} do not fit shape [${shape}] ${dtype} within ${dataLength} data bytes; the file is truncated or corrupt.`,
     );
   }
   const bytes = buffer.subarray(dataStart + begin, dataStart + end);

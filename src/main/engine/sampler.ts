@@ -72,6 +72,12 @@ export async function generate(
   context: GenerateContext,
 ): Promise<GenerationResult[]> {
   validateSampling(options);
+  const longest = Math.max(0, ...prompts.map((p) => p.length));
+  if (longest + options.maxNewTokens > model.config.maxPositions) {
+    throw new UserError(
+      `A prompt of ${longest} tokens plus ${options.maxNewTokens} new tokens exceeds the model's ${model.config.maxPositions} positions; shorten the prompt or lower max new tokens.`,
+    );
+  }
   const results: GenerationResult[] = [];
   for (let start = 0; start < prompts.length; start += options.batchSize) {
     const batch = prompts.slice(start, start + options.batchSize);
@@ -97,11 +103,6 @@ async function generateBatch(
     finished: false,
   }));
   const maxPrompt = Math.max(...prompts.map((p) => p.length));
-  if (maxPrompt + options.maxNewTokens > model.config.maxPositions) {
-    throw new UserError(
-      `A prompt of ${maxPrompt} tokens plus ${options.maxNewTokens} new tokens exceeds the model's ${model.config.maxPositions} positions; shorten the prompt or lower max new tokens.`,
-    );
-  }
   const cache = new KVCache(model.config.numLayers, batch);
   const positionOf = prompts.map((p) => p.length);
   try {

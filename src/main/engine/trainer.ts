@@ -125,6 +125,11 @@ export interface StageResult {
   history: TrainingStepEvent[];
 }
 
+/** Tensors computed before the taped loss, without gradient; disposed after the step. */
+type StepConstants = Record<string, tf.Tensor>;
+type PrepareStep = (batch: PackedBatch, members: TrainingExample[]) => StepConstants;
+type StepLoss = (batch: PackedBatch, members: TrainingExample[], constants: StepConstants) => StepOutput;
+
 interface StepOutput {
   loss: tf.Scalar;
   kl?: tf.Scalar;
@@ -180,48 +185,69 @@ export async function trainAlignment(
   const desirableCount = examples.filter((e) => e.desirable).length;
   const weights = balancedClassWeights(desirableCount, examples.length - desirableCount, lossConfig);
   const steeringIds = context.steeringIds;
-  return runStage('align', policy, examples, config, context, (batch, members) => {
-    const partner = mismatchedPartner(batch.batchSize);
-    const mismatched = packBatch(members, context.padId, partner);
-    // z0 and the reference terms carry no gradient: compute them as constants first.
-    const constants = tf.tidy(() => {
-      const policyMismatched = scoreBatch(policy, mismatched).seqLogProb;
-      const refMismatched = scoreBatch(reference, mismatched).seqLogProb;
-      const refMatched = scoreBatch(reference, batch).seqLogProb;
-      return [policyMismatched, refMismatched, refMatched].map((t) => tf.keep(t.clone()));
-    });
-    const [policyMismatched, refMismatched, refMatched] = constants;
-    const scores = scoreBatch(policy, batch);
-    const desirableMask = tf.tensor1d(batch.desirable);
-    const useKl = lossConfig.mode !== 'kto-only';
-    const useKto = lossConfig.mode !== 'kl-only';
-    const kl = useKl
-      ? steeringKlLoss({
-          lastLogits: scores.lastLogits,
-          steeringIds,
-          targets: tf.tensor2d(batch.targets, [batch.batchSize, steeringIds.length]),
+  // The reference terms carry no gradient: they are computed before the taped loss and
+  // disposed after the step. KL-only training needs neither them nor the reference model.
+  const prepare = (batch: PackedBatch, members: TrainingExample[]): StepConstants =>
+    lossConfig.mode === 'kl-only' ? {} : referenceTerms(policy, reference, batch, members, context.padId);
+  return runStage(
+    'align',
+    policy,
+    examples,
+    config,
+    context,
+    (batch, _members, constants) => {
+      const scores = scoreBatch(policy, batch);
+      const desirableMask = tf.tensor1d(batch.desirable);
+      const kl =
+        lossConfig.mode === 'kto-only'
+          ? undefined
+          : steeringKlLoss({
+              lastLogits: scores.lastLogits,
+              steeringIds,
+              targets: tf.tensor2d(batch.targets, [batch.batchSize, steeringIds.length]),
+              desirableMask,
+            }).loss;
+      if (lossConfig.mode === 'kl-only') return { loss: kl as tf.Scalar, kl };
+      const kto = ktoLoss(
+        {
+          policySeqLogProb: scores.seqLogProb,
           desirableMask,
-        }).loss
-      : undefined;
-    const kto = ktoLoss(
-      {
-        policySeqLogProb: scores.seqLogProb,
-        refSeqLogProb: refMatched as tf.Tensor1D,
-        policyMismatchedSeqLogProb: policyMismatched as tf.Tensor1D,
-        refMismatchedSeqLogProb: refMismatched as tf.Tensor1D,
-        desirableMask,
-      },
-      { beta: lossConfig.beta, ...weights },
-    );
-    tf.dispose(constants);
-    const loss = combineStageTwoLoss({
-      kl,
-      kto: useKto ? kto.meanLoss : undefined,
-      mode: lossConfig.mode,
-      klWeight: lossConfig.klWeight,
-    });
-    return { loss, kl, kto: kto.meanLoss, z0: kto.z0 };
-  });
+          refSeqLogProb: constants.refSeqLogProb as tf.Tensor1D,
+          policyMismatchedSeqLogProb: constants.policyMismatchedSeqLogProb as tf.Tensor1D,
+          refMismatchedSeqLogProb: constants.refMismatchedSeqLogProb as tf.Tensor1D,
+        },
+        { beta: lossConfig.beta, ...weights },
+      );
+      const loss = combineStageTwoLoss({
+        kl,
+        kto: kto.meanLoss,
+        mode: lossConfig.mode,
+        klWeight: lossConfig.klWeight,
+      });
+      return { loss, kl, kto: kto.meanLoss, z0: kto.z0 };
+    },
+    prepare,
+  );
+}
+
+/**
+ * The KTO inputs that carry no gradient: the reference log-probs of the batch, and policy and
+ * reference log-probs of the mismatched pairs (prompt i with response i+1 mod B) behind z0.
+ * The caller owns the returned tensors [B].
+ */
+function referenceTerms(
+  policy: LlamaModel,
+  reference: LlamaModel,
+  batch: PackedBatch,
+  members: TrainingExample[],
+  padId: number,
+): StepConstants {
+  const mismatched = packBatch(members, padId, mismatchedPartner(batch.batchSize));
+  return tf.tidy(() => ({
+    refSeqLogProb: scoreBatch(reference, batch).seqLogProb,
+    policyMismatchedSeqLogProb: scoreBatch(policy, mismatched).seqLogProb,
+    refMismatchedSeqLogProb: scoreBatch(reference, mismatched).seqLogProb,
+  }));
 }
 
 async function runStage(
@@ -230,7 +256,8 @@ async function runStage(
   examples: readonly TrainingExample[],
   config: StageConfig,
   context: TrainingContext,
-  stepLoss: (batch: PackedBatch, members: TrainingExample[]) => StepOutput,
+  stepLoss: StepLoss,
+  prepare?: PrepareStep,
 ): Promise<StageResult> {
   validateStageConfig(config, stage);
   const minimum = stage === 'align' ? 2 : 1;
@@ -244,6 +271,11 @@ async function runStage(
   const totalSteps = batchesPerEpoch * config.epochs;
   const optimizer = new AdamW(model.params, { weightDecay: config.weightDecay });
   const resume = context.resume?.stage === stage ? context.resume : undefined;
+  if (resume && resume.totalSteps !== totalSteps) {
+    throw new UserError(
+      `Cannot resume ${stage}: the checkpoint was made for ${resume.totalSteps} steps, the current settings give ${totalSteps}. Resume with the settings of the original run.`,
+    );
+  }
   if (resume) optimizer.setState(resume.optimizer);
   const schedule = {
     peak: config.learningRate,
@@ -264,8 +296,9 @@ async function runStage(
         throw new CancelledError(`Training cancelled at ${stage} step ${step} of ${totalSteps}; the checkpoint of that step is saved.`);
       }
       const members = indices.map((i) => examples[i]);
-      const learningRate = learningRateAt(step, schedule);
-      const event = trainStep(stage, model, optimizer, members, learningRate, config, context, stepLoss);
+      // Update i uses the rate after i + 1 scheduled steps, so warm-up never spends an update at 0.
+      const learningRate = learningRateAt(Math.min(step + 1, totalSteps), schedule);
+      const event = trainStep(stage, model, optimizer, members, learningRate, config, context, stepLoss, prepare);
       step += 1;
       const full: TrainingStepEvent = { ...event, step, totalSteps };
       history.push(full);
@@ -290,16 +323,18 @@ function trainStep(
   learningRate: number,
   config: StageConfig,
   context: TrainingContext,
-  stepLoss: (batch: PackedBatch, members: TrainingExample[]) => StepOutput,
+  stepLoss: StepLoss,
+  prepare?: PrepareStep,
 ): Omit<TrainingStepEvent, 'step' | 'totalSteps'> {
   const started = performance.now();
   const batch = packBatch(members, context.padId);
+  const constants = prepare?.(batch, members) ?? {};
   const names = Object.keys(model.params);
   const variables = names.map((n) => model.params[n]);
   let metrics: tf.Scalar[] = [];
   let kinds: ('kl' | 'kto' | 'z0')[] = [];
   const { value, grads } = tf.variableGrads(() => {
-    const out = stepLoss(batch, members);
+    const out = stepLoss(batch, members, constants);
     kinds = (['kl', 'kto', 'z0'] as const).filter((k) => out[k] !== undefined);
     metrics = kinds.map((k) => tf.keep(out[k] as tf.Scalar));
     return out.loss;
@@ -308,6 +343,7 @@ function trainStep(
   variables.forEach((v, i) => {
     named[names[i]] = grads[v.name];
   });
+  tf.dispose(Object.values(constants));
   const clipped = clipByGlobalNorm(named, config.gradientClip);
   const gradientNorm = clipped.globalNorm.dataSync()[0];
   const loss = value.dataSync()[0];

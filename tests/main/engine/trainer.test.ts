@@ -52,7 +52,9 @@ beforeAll(async () => {
   tokenizer = await tinyTokenizer();
   // Digit steering tokens: "0" for male, "1" for female.
   steeringIds = ['0', '1'].map((digit) => tokenizer.encode(digit)[0]);
-  const gendered = tinyCorpus().filter((e) => e.gender !== null).slice(0, 100);
+  const gendered = tinyCorpus()
+    .filter((e) => e.gender !== null)
+    .slice(0, 100);
   examples = gendered.flatMap((e) => {
     const category = e.gender === 'male' ? 0 : 1;
     const text = tokenizer.encode(e.response);
@@ -92,7 +94,8 @@ function steeringKl(model: LlamaModel, prompts: number[][]): number {
   let total = 0;
   for (const ids of prompts) {
     const row = tf.tidy(
-      () => model.forward(tf.tensor2d([ids], [1, ids.length], 'int32'), { lastOnly: true }).dataSync(), // [1, 1, V]
+      () =>
+        model.forward(tf.tensor2d([ids], [1, ids.length], 'int32'), { lastOnly: true }).dataSync(), // [1, 1, V]
     );
     const q = softmax(steeringIds.map((id) => row[id]));
     total += TARGET.reduce((sum, p, k) => sum + p * Math.log(p / q[k]), 0);
@@ -114,16 +117,23 @@ function tensorCounter(steps: number[]) {
 const KL_PLUS_KTO: AlignmentLossConfig = { ...ALIGN_LOSS_DEFAULTS };
 
 describe('trainSft', () => {
-  it('keeps live tensors flat over 50 steps', async () => {
+  it('live tensors flat over 50 steps', async () => {
     const model = tinyModel(tokenizer.vocabSize, 1);
     const counter = tensorCounter([5, 50]);
-    const result = await trainSft(model, examples, { ...STAGE, epochs: 2 }, trainingContext(counter));
+    const result = await trainSft(
+      model,
+      examples,
+      { ...STAGE, epochs: 2 },
+      trainingContext(counter),
+    );
     expect(result.steps, 'steps: 100 desirable examples / 4 per batch * 2 epochs').toBe(50);
-    expect(counter.counts.get(50), 'tensors after step 50 against step 5').toBe(counter.counts.get(5));
+    expect(counter.counts.get(50), 'tensors after step 50 against step 5').toBe(
+      counter.counts.get(5),
+    );
     model.dispose();
   });
 
-  it('trains three steps to a finite loss and new weights', async () => {
+  it('three steps: finite loss, new weights', async () => {
     const model = tinyModel(tokenizer.vocabSize, 1);
     const before = snapshot(model);
     const few = examples.filter((e) => e.desirable).slice(0, 12);
@@ -142,7 +152,7 @@ describe('trainSft', () => {
     model.dispose();
   });
 
-  it('saves a checkpoint on cancel and resumes to identical weights', async () => {
+  it('cancel then resume matches straight run', async () => {
     const config = { ...STAGE, epochs: 1, batchSize: 8 }; // 12 steps
     const straight = tinyModel(tokenizer.vocabSize, 4);
     await trainSft(straight, examples, config, trainingContext());
@@ -151,9 +161,14 @@ describe('trainSft', () => {
 
     const runDir = path.join(tempDir, 'sft-cancel');
     const cancelled = tinyModel(tokenizer.vocabSize, 4);
-    const saved = await cancelAfter(5, cancelled, runDir, (ctx) => trainSft(cancelled, examples, config, ctx));
+    const saved = await cancelAfter(5, cancelled, runDir, (ctx) =>
+      trainSft(cancelled, examples, config, ctx),
+    );
     cancelled.dispose();
-    expect(saved.map((s) => s.step), 'checkpoints saved').toEqual([5]);
+    expect(
+      saved.map((s) => s.step),
+      'checkpoints saved',
+    ).toEqual([5]);
 
     const { model, state } = await loadLatest(runDir, 'sft', 5);
     await trainSft(model, examples, config, trainingContext({ resume: state }));
@@ -164,13 +179,22 @@ describe('trainSft', () => {
 });
 
 describe('trainAlignment', () => {
-  it('keeps live tensors flat over 50 steps', async () => {
+  it('live tensors flat over 50 steps', async () => {
     const policy = tinyModel(tokenizer.vocabSize, 1);
     const reference = frozenCopy(policy);
     const counter = tensorCounter([5, 50]);
-    const result = await trainAlignment(policy, reference, examples, STAGE, KL_PLUS_KTO, trainingContext(counter));
+    const result = await trainAlignment(
+      policy,
+      reference,
+      examples,
+      STAGE,
+      KL_PLUS_KTO,
+      trainingContext(counter),
+    );
     expect(result.steps, 'steps: 200 examples / 4 per batch').toBe(50);
-    expect(counter.counts.get(50), 'tensors after step 50 against step 5').toBe(counter.counts.get(5));
+    expect(counter.counts.get(50), 'tensors after step 50 against step 5').toBe(
+      counter.counts.get(5),
+    );
     const last = result.history.at(-1);
     expect(Number.isFinite(last?.klLoss), 'KL term reported').toBe(true);
     expect(Number.isFinite(last?.ktoLoss), 'KTO term reported').toBe(true);
@@ -179,13 +203,22 @@ describe('trainAlignment', () => {
     reference.dispose();
   });
 
-  it('moves steering probabilities toward the target with KL only', async () => {
+  it('KL only moves steering toward target', async () => {
     const policy = tinyModel(tokenizer.vocabSize, 6);
     const reference = frozenCopy(policy);
-    const prompts = [...new Set(examples.map((e) => e.promptIds.join(',')))].map((s) => s.split(',').map(Number));
+    const prompts = [...new Set(examples.map((e) => e.promptIds.join(',')))].map((s) =>
+      s.split(',').map(Number),
+    );
     const before = steeringKl(policy, prompts);
     const config = { ...STAGE, batchSize: 8, learningRate: 1e-2 }; // 25 steps
-    await trainAlignment(policy, reference, examples, config, { ...KL_PLUS_KTO, mode: 'kl-only' }, trainingContext());
+    await trainAlignment(
+      policy,
+      reference,
+      examples,
+      config,
+      { ...KL_PLUS_KTO, mode: 'kl-only' },
+      trainingContext(),
+    );
     const after = steeringKl(policy, prompts);
     expect(before, 'KL to the target before training').toBeGreaterThan(0.1);
     expect(after, `KL to the target after training (before ${before})`).toBeLessThan(before / 2);
@@ -193,11 +226,18 @@ describe('trainAlignment', () => {
     reference.dispose();
   });
 
-  it('saves a checkpoint on cancel and resumes to identical weights', async () => {
+  it('cancel then resume matches straight run', async () => {
     const config = { ...STAGE, batchSize: 8, epochs: 1 }; // 25 steps
     const straight = tinyModel(tokenizer.vocabSize, 7);
     const straightReference = frozenCopy(straight);
-    await trainAlignment(straight, straightReference, examples, config, KL_PLUS_KTO, trainingContext());
+    await trainAlignment(
+      straight,
+      straightReference,
+      examples,
+      config,
+      KL_PLUS_KTO,
+      trainingContext(),
+    );
     const expected = snapshot(straight);
     straight.dispose();
     straightReference.dispose();
@@ -209,10 +249,20 @@ describe('trainAlignment', () => {
       trainAlignment(cancelled, cancelledReference, examples, config, KL_PLUS_KTO, ctx);
     const saved = await cancelAfter(9, cancelled, runDir, train);
     cancelled.dispose();
-    expect(saved.map((s) => s.step), 'checkpoints saved').toEqual([9]);
+    expect(
+      saved.map((s) => s.step),
+      'checkpoints saved',
+    ).toEqual([9]);
 
     const { model, state } = await loadLatest(runDir, 'align', 9);
-    await trainAlignment(model, cancelledReference, examples, config, KL_PLUS_KTO, trainingContext({ resume: state }));
+    await trainAlignment(
+      model,
+      cancelledReference,
+      examples,
+      config,
+      KL_PLUS_KTO,
+      trainingContext({ resume: state }),
+    );
     // The wasm backend is bit-exact for the same shapes and inputs, so the difference is 0.
     expect(maxAbsDiff(snapshot(model), expected), 'max abs diff to the uninterrupted run').toBe(0);
     model.dispose();
@@ -222,7 +272,14 @@ describe('trainAlignment', () => {
   it('rejects batch size 1', async () => {
     const policy = tinyModel(tokenizer.vocabSize, 1);
     const reference = frozenCopy(policy);
-    const run = trainAlignment(policy, reference, examples, { ...STAGE, batchSize: 1 }, KL_PLUS_KTO, trainingContext());
+    const run = trainAlignment(
+      policy,
+      reference,
+      examples,
+      { ...STAGE, batchSize: 1 },
+      KL_PLUS_KTO,
+      trainingContext(),
+    );
     await expect(run, 'batch size 1').rejects.toThrow(UserError);
     await expect(run, 'message names the setting and the reason').rejects.toThrow(
       /align setting batchSize must be an integer >= 2 \(KTO estimates z0 from pairs.*got 1/,
@@ -231,15 +288,25 @@ describe('trainAlignment', () => {
     reference.dispose();
   });
 
-  it('gives a finite loss on only desirable examples', async () => {
+  it('finite loss on desirable-only batches', async () => {
     const policy = tinyModel(tokenizer.vocabSize, 1);
     const reference = frozenCopy(policy);
     const desirable = examples.filter((e) => e.desirable).slice(0, 8);
-    const result = await trainAlignment(policy, reference, desirable, STAGE, KL_PLUS_KTO, trainingContext());
+    const result = await trainAlignment(
+      policy,
+      reference,
+      desirable,
+      STAGE,
+      KL_PLUS_KTO,
+      trainingContext(),
+    );
     expect(result.steps, 'steps').toBe(2);
     for (const event of result.history) {
       expect(Number.isFinite(event.loss), `loss at step ${event.step}: ${event.loss}`).toBe(true);
-      expect(Number.isFinite(event.ktoLoss), `KTO loss at step ${event.step}: ${event.ktoLoss}`).toBe(true);
+      expect(
+        Number.isFinite(event.ktoLoss),
+        `KTO loss at step ${event.step}: ${event.ktoLoss}`,
+      ).toBe(true);
     }
     policy.dispose();
     reference.dispose();

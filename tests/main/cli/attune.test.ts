@@ -1,0 +1,243 @@
+import { execFile } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadDataset } from '../../../src/main/engine/datasets';
+import type { RunReport } from '../../../src/shared/report-types';
+import { useEngineBackend } from '../../helpers/backend';
+import { makeTempDir, writeTinyModelFolder } from '../../helpers/tiny-model';
+
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+const STARTER_MODEL = path.join(ROOT, 'resources', 'starter-model');
+
+let tempDir: string;
+let tinyDir: string;
+let counter = 0;
+
+interface CliResult {
+  /** Exit code, or -1 when the process was killed (for example at the timeout). */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `npx tsx src/main/cli/index.ts ...args` from the repository root. */
+function attune(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      'npx',
+      ['tsx', 'src/main/cli/index.ts', ...args],
+      { cwd: ROOT, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      (_error, stdout, stderr) => {
+        resolve({ code: child.exitCode ?? -1, stdout, stderr });
+      },
+    );
+  });
+}
+
+function freshOut(): string {
+  counter += 1;
+  return path.join(tempDir, `out-${counter}`);
+}
+
+/** Asserts that no report exists in `outDir`, or that the one there has status failed. */
+async function expectNoCompleteReport(outDir: string, what: string): Promise<void> {
+  const file = path.join(outDir, 'report.json');
+  if (!existsSync(file)) return;
+  const report = JSON.parse(await fs.readFile(file, 'utf8')) as RunReport;
+  expect(report.status, `${what}: status of the report left behind`).toBe('failed');
+}
+
+/** Writes a us-gender target CSV with `columns`, where `cell(i, column)` fills occupation i. */
+async function writeTargetCsv(
+  name: string,
+  columns: string[],
+  cell: (i: number, column: string) => string,
+) {
+  const occupations = loadDataset('us-gender').occupations.map((o) => o.occupation);
+  const lines = [['occupation', ...columns].join(',')];
+  occupations.forEach((occupation, i) => {
+    lines.push([`"${occupation}"`, ...columns.map((c) => cell(i, c))].join(','));
+  });
+  const file = path.join(tempDir, name);
+  await fs.writeFile(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
+beforeAll(async () => {
+  await useEngineBackend();
+  tempDir = await makeTempDir('cli');
+  tinyDir = path.join(tempDir, 'tiny-model');
+  await writeTinyModelFolder(tinyDir);
+});
+
+afterAll(async () => {
+  await fs.rm(tempDir, { recursive: true, force: true });
+});
+
+describe('attune CLI rejects bad input', () => {
+  it('unknown dataset lists known ones', async () => {
+    const out = freshOut();
+    const result = await attune(['run', '--dataset', 'nope', '--model', tinyDir, '--out', out]);
+    expect(result.code, 'exit code of a user error').toBe(1);
+    expect(result.stderr, 'names the dataset').toContain('Unknown dataset "nope"');
+    expect(result.stderr, 'lists the known datasets').toMatch(
+      /Known datasets: us-gender, uk-gender, us-race/,
+    );
+    expect(result.stderr, 'no stack trace').not.toMatch(/\n\s+at /);
+    await expectNoCompleteReport(out, 'unknown dataset');
+  });
+
+  it('rejects a missing model folder', async () => {
+    const out = freshOut();
+    const missing = path.join(tempDir, 'no-such-model');
+    const result = await attune(['run', '--model', missing, '--out', out, '--rounds', '1']);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the folder').toContain(`Model folder ${missing} does not exist`);
+    await expectNoCompleteReport(out, 'missing model');
+  });
+
+  it('rejects bad config.json', async () => {
+    const corrupt = path.join(tempDir, 'corrupt-model');
+    await fs.cp(tinyDir, corrupt, { recursive: true });
+    await fs.writeFile(path.join(corrupt, 'config.json'), '{"model_type": ');
+    const out = freshOut();
+    const result = await attune(['measure', '--model', corrupt, '--out', out, '--rounds', '1']);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the file').toContain(
+      `${path.join(corrupt, 'config.json')} is not valid JSON`,
+    );
+    await expectNoCompleteReport(out, 'corrupt model');
+  });
+
+  it('rejects non-number target cell', async () => {
+    const file = await writeTargetCsv('bad-number.csv', ['male_share', 'female_share'], (i, c) =>
+      i === 4 && c === 'female_share' ? 'abc' : '0.5',
+    );
+    const out = freshOut();
+    const result = await attune(['run', '--model', tinyDir, '--target', file, '--out', out]);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the file and line').toContain(`${file} line 6`);
+    expect(result.stderr, 'names the column and value').toMatch(
+      /"female_share" has invalid number "abc"/,
+    );
+    await expectNoCompleteReport(out, 'non-number');
+  });
+
+  it('rejects negative target count', async () => {
+    const file = await writeTargetCsv('negative.csv', ['male_count', 'female_count'], (i, c) =>
+      i === 2 && c === 'male_count' ? '-5' : '10',
+    );
+    const out = freshOut();
+    const result = await attune(['run', '--model', tinyDir, '--target', file, '--out', out]);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the file and line').toContain(`${file} line 4`);
+    expect(result.stderr, 'names the value').toMatch(/negative count "-5"/);
+    await expectNoCompleteReport(out, 'negative count');
+  });
+
+  it('rejects target share outside 0..1', async () => {
+    const file = await writeTargetCsv('share.csv', ['male_share', 'female_share'], (i, c) => {
+      if (i !== 9) return '0.5';
+      return c === 'male_share' ? '1.5' : '-0.5';
+    });
+    const out = freshOut();
+    const result = await attune(['run', '--model', tinyDir, '--target', file, '--out', out]);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the file and line').toContain(`${file} line 11`);
+    expect(result.stderr, 'names the value').toMatch(
+      /"male_share" has share "1\.5" outside 0\.\.1/,
+    );
+    await expectNoCompleteReport(out, 'share outside 0..1');
+  });
+
+  it('rejects a non-empty --out without --resume', async () => {
+    const out = freshOut();
+    await fs.mkdir(out);
+    await fs.writeFile(path.join(out, 'report.json'), '{"mine": true}');
+    const result = await attune(['measure', '--model', tinyDir, '--out', out, '--rounds', '1']);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the folder and the fix').toContain(
+      `Output folder ${out} is not empty`,
+    );
+    expect(result.stderr, 'mentions --resume').toContain('--resume');
+    expect(await fs.readdir(out), 'files in the folder').toEqual(['report.json']);
+    expect(await fs.readFile(path.join(out, 'report.json'), 'utf8'), 'file content').toBe(
+      '{"mine": true}',
+    );
+  });
+
+  it('rejects an option value out of range', async () => {
+    const result = await attune(['run', '--top-p', '1.5', '--model', tinyDir, '--out', freshOut()]);
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'names the option and value').toMatch(
+      /--top-p must be a number in \[0, 1\], got "1\.5"/,
+    );
+  });
+});
+
+describe('attune CLI commands', () => {
+  it('lists the datasets', async () => {
+    const result = await attune(['datasets']);
+    expect(result.code, 'exit code').toBe(0);
+    expect(result.stdout, 'us-gender line').toMatch(
+      /^us-gender\s+Gender, 14 US reference occupations$/m,
+    );
+    expect(result.stdout.trim().split('\n').length, 'one line per dataset').toBe(5);
+  });
+
+  it('measures without training', async () => {
+    const out = freshOut();
+    const args = [
+      'measure',
+      '--model',
+      tinyDir,
+      '--out',
+      out,
+      '--rounds',
+      '2',
+      '--max-new-tokens',
+      '8',
+    ];
+    const result = await attune([...args, '--json']);
+    expect(result.code, `exit code (stderr: ${result.stderr})`).toBe(0);
+    const report = JSON.parse(
+      await fs.readFile(path.join(out, 'report.json'), 'utf8'),
+    ) as RunReport;
+    expect(report.status, 'report status').toBe('complete');
+    expect(report.before?.occupations.length, 'occupations measured').toBe(14);
+    expect(report.after, 'after measurement').toBeUndefined();
+    expect(existsSync(path.join(out, 'report.html')), 'report.html').toBe(true);
+    const events = result.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+    expect(
+      events.some((e) => e.type === 'sample/progress'),
+      'JSON progress events',
+    ).toBe(true);
+  });
+
+  it('runs end to end on starter model', async () => {
+    expect(
+      existsSync(path.join(STARTER_MODEL, 'model.safetensors')),
+      `starter model in ${STARTER_MODEL}`,
+    ).toBe(true);
+    const out = freshOut();
+    const args = ['run', '--model', STARTER_MODEL, '--out', out, '--rounds', '4'];
+    const tiny = ['--sft-epochs', '1', '--align-epochs', '1', '--train-batch', '8'];
+    const result = await attune([...args, ...tiny], 110_000);
+    expect(result.code, `exit code (stderr: ${result.stderr.slice(-2000)})`).toBe(0);
+    const report = JSON.parse(
+      await fs.readFile(path.join(out, 'report.json'), 'utf8'),
+    ) as RunReport;
+    expect(report.status, 'report status').toBe('complete');
+    expect(report.before, 'before measurement').toBeDefined();
+    expect(report.after, 'after measurement').toBeDefined();
+    expect(existsSync(path.join(out, 'report.html')), 'report.html').toBe(true);
+    expect(existsSync(path.join(out, 'model', 'model.safetensors')), 'trained model').toBe(true);
+    expect(result.stdout, 'before summary line').toMatch(/^before: MAE /m);
+    expect(result.stdout, 'after summary line').toMatch(/^after: {2}MAE /m);
+  }, 120_000);
+});
