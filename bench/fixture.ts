@@ -1,11 +1,10 @@
 /**
- * The model, steering tokens and training examples the benchmark runs on: the starter model
- * folder when it exists (an untrained model of the same config otherwise), special steering
- * tokens as the pipeline attaches them, and training examples built by the pipeline's
- * `buildTrainingExamples` from generated starter-corpus answers.
+ * The model, steering tokens and training examples the benchmark runs on. The model is the
+ * starter model folder when it exists, else an untrained model of the same config. Special
+ * steering tokens are attached as the pipeline attaches them. The pipeline's
+ * `buildTrainingExamples` turns generated starter-corpus answers into training examples.
  */
 import { promises as fs } from 'node:fs';
-import { invariant } from '../src/shared/errors';
 import type { TrainingExample } from '../src/main/engine/batches';
 import { trainByteLevelBpe } from '../src/main/engine/bpe-trainer';
 import { loadModelFolder, type SteeringInfo } from '../src/main/engine/checkpoint';
@@ -18,6 +17,7 @@ import { STARTER_DEFAULTS, starterOccupations } from '../src/main/engine/starter
 import { type CorpusOccupation, generateStarterCorpus } from '../src/main/engine/starter-corpus';
 import { attachSteeringTokens } from '../src/main/engine/steering';
 import { TextTokenizer } from '../src/main/engine/tokenizer';
+import { invariant } from '../src/shared/errors';
 
 export type ModelSource =
   | { kind: 'folder'; dir: string; weightsSha256: string }
@@ -71,7 +71,7 @@ export async function loadBenchModel(dir: string, dataset: DatasetDefinition): P
   return { ...steered, source };
 }
 
-/** The starter model before training: same corpus, tokenizer, config and seed as `npm run starter`. */
+/** Builds the starter model before training: same corpus, tokenizer, config and seed as `npm run starter`. */
 async function untrainedStarter(): Promise<{ model: LlamaModel; tokenizer: TextTokenizer }> {
   const corpus = generateStarterCorpus(starterOccupations(), {
     seed: STARTER_DEFAULTS.seed,
@@ -89,11 +89,11 @@ async function untrainedStarter(): Promise<{ model: LlamaModel; tokenizer: TextT
 }
 
 /**
- * Builds training examples the way the pipeline does, from generated starter-corpus answers for
- * the occupations of `dataset` (a gender dataset) in place of sampled responses: the reader
- * labels each answer's text, and `buildTrainingExamples` puts it behind its own steering token
- * (desirable) and behind another one (undesirable). Answers per occupation grow until there are
- * at least `desirable` desirable examples.
+ * Builds training examples the way the pipeline does, with generated starter-corpus answers for
+ * the occupations of `dataset` (a gender dataset) in place of sampled responses. The dataset's
+ * reader labels each answer's text. `buildTrainingExamples` then puts the answer behind its own
+ * steering token (desirable) and behind another one (undesirable). The corpus has enough answers
+ * per occupation for at least `desirable` desirable examples.
  */
 export function buildBenchExamples(
   bench: BenchModel,

@@ -2,10 +2,11 @@
  * Model FLOP counts per token and model FLOP utilization (MFU). A multiply-accumulate is 2 FLOPs,
  * so a forward pass costs 2 * N FLOPs per token for N counted weights, and the backward pass
  * (gradients for inputs and weights) twice that: 6 * N per token for forward + backward.
- * Attention adds the score product q.k and the context product weights.v: 2 * T * d FLOPs each
- * per token and layer forward, so 4 * L * T * d forward and 12 * L * T * d forward + backward,
- * counting every key position of a length-T sequence (no causal halving).
+ * Attention adds the score product q.k and the context product weights.v, each 2 * T * d FLOPs
+ * per token and layer forward. That makes 4 * L * T * d forward and 12 * L * T * d forward +
+ * backward, counting every key position of a length-T sequence (no causal halving).
  */
+import { median } from 'simple-statistics';
 import { type ModelConfig, parameterShapes } from '../src/main/engine/model';
 
 /** Parameters whose matmuls the FLOP count covers. */
@@ -73,4 +74,27 @@ export function modelFlopUtilization(
     throw new RangeError(`matmul FLOP/s must be > 0, got ${matmulFlopsPerSecond}.`);
   }
   return (flopsPerToken * tokensPerSecond) / matmulFlopsPerSecond;
+}
+
+/** One training step with the matmul rate measured right after it. */
+export interface PairedStep {
+  tokens: number;
+  seconds: number;
+  matmulFlopsPerSecond: number;
+}
+
+/**
+ * MFU of each step against the matmul rate measured right after it, and their median. Pairing
+ * each step with its own denominator cancels most of the slowdown that other processes on a
+ * shared machine cause to both.
+ */
+export function pairedUtilization(
+  flopsPerToken: number,
+  steps: readonly PairedStep[],
+): { median: number; perStep: number[] } {
+  if (steps.length === 0) throw new RangeError('pairedUtilization needs at least one step.');
+  const perStep = steps.map((step) =>
+    modelFlopUtilization(flopsPerToken, step.tokens / step.seconds, step.matmulFlopsPerSecond),
+  );
+  return { median: median(perStep), perStep };
 }

@@ -4,6 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { median } from 'simple-statistics';
+import { invariant } from '../src/shared/errors';
 
 export interface MatmulShape {
   m: number;
@@ -47,4 +48,14 @@ export function measureMatmul(
   const flops = 2 * m * k * n;
   const medianMs = median(timesMs);
   return { m, k, n, flops, warmup, timesMs, medianMs, flopsPerSecond: flops / (medianMs / 1000) };
+}
+
+/** FLOP/s at the median of the pooled repetitions of several measurements of one shape. */
+export function pooledFlopsPerSecond(results: readonly MatmulResult[]): number {
+  const first = results[0];
+  invariant(
+    results.every((r) => r.m === first.m && r.k === first.k && r.n === first.n),
+    () => 'pooled matmul measurements must share one shape',
+  );
+  return first.flops / (median(results.flatMap((r) => r.timesMs)) / 1000);
 }

@@ -7,20 +7,28 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Command } from 'commander';
-import type { BackendInfo } from '../src/main/engine/backend';
+import { runCli } from '../src/main/cli/run-cli';
 import { writeFileAtomically } from '../src/main/engine/atomic';
+import type { BackendInfo } from '../src/main/engine/backend';
 import { loadDataset } from '../src/main/engine/datasets';
 import { countParameters } from '../src/main/engine/model';
 import { UserError } from '../src/shared/errors';
-import { runCli } from '../src/main/cli/run-cli';
-import { buildBenchExamples, type BenchModel, loadBenchModel } from './fixture';
-import { countedParameters, modelFlopUtilization, stepFlopsPerToken } from './flops';
-import { type MatmulResult, measureMatmul } from './matmul';
-import { formatTable } from './table';
+import { type BenchModel, buildBenchExamples, loadBenchModel } from './fixture';
+import {
+  countedParameters,
+  modelFlopUtilization,
+  pairedUtilization,
+  stepFlopsPerToken,
+} from './flops';
+import { type MatmulResult, measureMatmul, pooledFlopsPerSecond } from './matmul';
 import { datasetPrompts, measureSampling, type SamplingResult } from './sampling';
+import { formatTable } from './table';
 import { measureTraining, type TrainingResult } from './training';
 
 const MATMUL = { warmup: 5, repetitions: 25 };
+/** Shape of the MFU denominator, also measured after every training step. */
+const PEAK_SHAPE = { m: 512, k: 512, n: 512 };
+const INTERLEAVED = { warmup: 1, repetitions: 4 };
 const SAMPLING = { temperature: 1, topP: 1, maxNewTokens: 48, seed: 0 };
 const LATENCY_PROMPTS = 4;
 const TRAIN_BATCH = 32;
@@ -31,7 +39,7 @@ const program = new Command()
   .option('--model <dir>', 'model folder to benchmark', 'resources/starter-model')
   .option('--dataset <id>', 'gender dataset whose prompts and occupations are used', 'us-gender')
   .option('--warmup-steps <n>', 'untimed training steps per stage', '2')
-  .option('--steps <n>', 'timed training steps per stage', '6')
+  .option('--steps <n>', 'timed training steps per stage', '8')
   .option('--out <file>', 'JSON file to write', '.tmp/bench/latest.json');
 
 runCli(async (signal, backend) => {
@@ -42,11 +50,17 @@ runCli(async (signal, backend) => {
   const log = (line: string) => process.stderr.write(`${line}\n`);
 
   log('matmul ...');
+  const loadAtStart = os.loadavg()[0];
   const matmul = [
-    measureMatmul({ m: 512, k: 512, n: 512 }, MATMUL.warmup, MATMUL.repetitions),
+    measureMatmul(PEAK_SHAPE, MATMUL.warmup, MATMUL.repetitions),
     measureMatmul({ m: 2048, k: 128, n: 1024 }, MATMUL.warmup, MATMUL.repetitions),
   ];
   const dataset = loadDataset(options.dataset);
+  if (dataset.attribute !== 'gender') {
+    throw new UserError(
+      `--dataset ${dataset.id} is a ${dataset.attribute} dataset; the benchmark builds its training examples from the gender starter corpus, so pick a gender dataset such as us-gender.`,
+    );
+  }
   const bench = await loadBenchModel(path.resolve(options.model), dataset);
   try {
     log('sampling ...');
@@ -54,9 +68,14 @@ runCli(async (signal, backend) => {
     log('training ...');
     const examples = buildBenchExamples(bench, dataset, TRAIN_BATCH * (warmup + timed), 0);
     const steps = { warmup, timed, batchSize: TRAIN_BATCH };
-    const sft = await measureTraining('sft', bench, examples, steps, signal);
-    const align = await measureTraining('align', bench, examples, steps, signal);
-    const report = buildReport(await describeRun(backend, bench), matmul, sampling, sft, align);
+    const sft = await interleaved((betweenSteps) =>
+      measureTraining('sft', bench, examples, steps, { signal, betweenSteps }),
+    );
+    const align = await interleaved((betweenSteps) =>
+      measureTraining('align', bench, examples, steps, { signal, betweenSteps }),
+    );
+    const run = await describeRun(backend, bench, [loadAtStart, os.loadavg()[0]]);
+    const report = buildReport(run, matmul, sampling, sft, align);
     printReport(report);
     const out = path.resolve(options.out);
     await writeFileAtomically(out, `${JSON.stringify(report, null, 2)}\n`);
@@ -74,6 +93,29 @@ function positiveInteger(text: string, flag: string): number {
   return value;
 }
 
+interface Interleaved<T> {
+  result: T;
+  /** PEAK_SHAPE matmul measured after each training step, warm-up steps included. */
+  matmul: MatmulResult[];
+  /** FLOP/s at the median of all those repetitions: the stage's MFU denominator. */
+  matmulFlopsPerSecond: number;
+}
+
+/**
+ * Runs a training stage with a short matmul measurement after every step, so that the MFU
+ * denominator is measured under the same load from other processes as the steps are. The
+ * stage excludes the measurements from its step times.
+ */
+async function interleaved(
+  work: (betweenSteps: () => void) => Promise<TrainingResult>,
+): Promise<Interleaved<TrainingResult>> {
+  const matmul: MatmulResult[] = [];
+  const result = await work(() => {
+    matmul.push(measureMatmul(PEAK_SHAPE, INTERLEAVED.warmup, INTERLEAVED.repetitions));
+  });
+  return { result, matmul, matmulFlopsPerSecond: pooledFlopsPerSecond(matmul) };
+}
+
 async function benchSampling(
   bench: BenchModel,
   dataset: ReturnType<typeof loadDataset>,
@@ -85,11 +127,20 @@ async function benchSampling(
   await measureSampling(bench, prompts.slice(0, 1), { ...SAMPLING, maxNewTokens: 4, batchSize: 1 });
   const batch100 = await measureSampling(bench, prompts, { ...SAMPLING, batchSize: 100 }, signal);
   const latencyPrompts = prompts.slice(0, LATENCY_PROMPTS);
-  const batch1 = await measureSampling(bench, latencyPrompts, { ...SAMPLING, batchSize: 1 }, signal);
+  const batch1 = await measureSampling(
+    bench,
+    latencyPrompts,
+    { ...SAMPLING, batchSize: 1 },
+    signal,
+  );
   return { batch100, batch1 };
 }
 
-async function describeRun(backend: BackendInfo, bench: BenchModel) {
+async function describeRun(
+  backend: BackendInfo,
+  bench: BenchModel,
+  [atStart, atEnd]: [number, number],
+) {
   const cpus = os.cpus();
   const wasm =
     backend.name === 'wasm'
@@ -108,6 +159,8 @@ async function describeRun(backend: BackendInfo, bench: BenchModel) {
       platform: `${os.type()} ${os.release()}`,
       memoryGiB: Math.round(os.totalmem() / 2 ** 30),
       node: process.version,
+      // One-minute load average at start and end; above the CPU count means contention.
+      loadAverage: { atStart, atEnd },
     },
     backend: { name: backend.name, skipped: backend.skipped, wasm },
     model: {
@@ -126,27 +179,42 @@ function buildReport(
   run: RunInfo,
   matmul: MatmulResult[],
   sampling: { batch100: SamplingResult; batch1: SamplingResult },
-  sft: TrainingResult,
-  align: TrainingResult,
+  sft: Interleaved<TrainingResult>,
+  align: Interleaved<TrainingResult>,
 ) {
   const config = run.model.config;
-  const peak = matmul[0].flopsPerSecond;
-  const mfu = (result: TrainingResult, passes: { forwardBackward: number; forwardOnly: number }) => {
+  const mfu = (
+    stage: Interleaved<TrainingResult>,
+    passes: { forwardBackward: number; forwardOnly: number },
+  ) => {
+    const { result, matmul } = stage;
     const flops = stepFlopsPerToken(config, passes, result.meanSequenceLength);
+    // Timed step i is followed by the matmul measurement at index warmupSteps + i.
+    const paired = result.perStep.map((step, i) => ({
+      ...step,
+      matmulFlopsPerSecond: matmul[result.warmupSteps + i].flopsPerSecond,
+    }));
     return {
+      passes,
       flopsPerToken: flops,
-      weights: modelFlopUtilization(flops.weights, result.tokensPerSecond, peak),
-      withAttention: modelFlopUtilization(flops.withAttention, result.tokensPerSecond, peak),
+      weights: pairedUtilization(flops.weights, paired),
+      withAttention: pairedUtilization(flops.withAttention, paired),
+      /** Stage tokens/s over the pooled matmul median, for comparison with the paired median. */
+      pooled: modelFlopUtilization(
+        flops.weights,
+        result.tokensPerSecond,
+        stage.matmulFlopsPerSecond,
+      ),
     };
   };
   return {
     ...run,
     matmul,
     sampling,
-    training: { sft, align },
+    training: { sft: sft.result, align: align.result },
     mfu: {
-      denominator: `matmul ${matmul[0].m}x${matmul[0].k} @ ${matmul[0].k}x${matmul[0].n}`,
-      matmulFlopsPerSecond: peak,
+      method: `per timed step: achieved model FLOP/s over the ${PEAK_SHAPE.m}x${PEAK_SHAPE.k} @ ${PEAK_SHAPE.k}x${PEAK_SHAPE.n} matmul FLOP/s measured right after that step; median over steps`,
+      interleavedMatmul: { sft: sft.matmul, align: align.matmul },
       sft: mfu(sft, { forwardBackward: 1, forwardOnly: 0 }),
       alignPolicyOnly: mfu(align, { forwardBackward: 1, forwardOnly: 0 }),
       alignWithExtraForwards: mfu(align, { forwardBackward: 1, forwardOnly: 3 }),
@@ -158,14 +226,22 @@ type Report = ReturnType<typeof buildReport>;
 
 function printReport(report: Report): void {
   const { machine, backend, model } = report;
-  const wasm = backend.wasm ? ` (SIMD ${backend.wasm.simd ? 'on' : 'off'}, ${backend.wasm.threads} thread)` : '';
+  const wasm = backend.wasm
+    ? ` (SIMD ${backend.wasm.simd ? 'on' : 'off'}, threads ${backend.wasm.threads})`
+    : '';
   console.log(`date: ${report.date}`);
-  console.log(`machine: ${machine.cpus} CPUs ${machine.arch} ${machine.cpuModel}, ${machine.platform}, Node ${machine.node}`);
+  console.log(
+    `machine: ${machine.cpus} CPUs ${machine.arch} ${machine.cpuModel}, ${machine.platform}, Node ${machine.node}`,
+  );
   console.log(`backend: ${backend.name}${wasm}`);
   if (model.source.kind === 'folder') {
-    console.log(`model: ${model.source.dir} (weights sha256 ${model.source.weightsSha256.slice(0, 12)})`);
+    console.log(
+      `model: ${model.source.dir} (weights sha256 ${model.source.weightsSha256.slice(0, 12)})`,
+    );
   } else {
-    console.log(`model: UNTRAINED starter config from initParams with the starter tokenizer, because ${model.source.reason}`);
+    console.log(
+      `model: UNTRAINED starter config from initParams with the starter tokenizer, because ${model.source.reason}`,
+    );
   }
   const counted = model.countedParameters;
   console.log(
@@ -173,15 +249,28 @@ function printReport(report: Report): void {
       `(layer projections ${counted.blockMatmul} + head ${counted.head}); vocab ${model.config.vocabSize}\n`,
   );
   console.log(formatTable(reportRows(report)));
+  const gflops = (x: number) => (x / 1e9).toFixed(1);
+  const spread = (stage: 'sft' | 'align') => {
+    const rates = report.mfu.interleavedMatmul[stage].map((m) => m.flopsPerSecond);
+    return `${stage} ${gflops(Math.min(...rates))}-${gflops(Math.max(...rates))}`;
+  };
+  console.log(
+    '\nMFU: median over timed steps of each step against the 512^3 matmul measured right ' +
+      `after it; those matmul rates ranged ${spread('sft')}, ${spread('align')} GFLOP/s`,
+  );
+  const load = machine.loadAverage;
+  console.log(
+    `load average (1 min): ${load.atStart.toFixed(2)} at start, ${load.atEnd.toFixed(2)} at end`,
+  );
 }
 
 function reportRows(report: Report): string[][] {
-  const rows = [['workload', 'shape', 'median', 'throughput', 'MFU 6N', 'MFU +attn']];
+  const rows = [['workload', 'shape', 'time', 'throughput', 'MFU 6N', 'MFU +attn']];
   for (const m of report.matmul) {
     rows.push([
       'tf.matMul',
       `${m.m}x${m.k} @ ${m.k}x${m.n}`,
-      `${m.medianMs.toFixed(2)} ms`,
+      `${m.medianMs.toFixed(2)} ms median`,
       `${(m.flopsPerSecond / 1e9).toFixed(1)} GFLOP/s`,
       '',
       '',
@@ -191,7 +280,7 @@ function reportRows(report: Report): string[][] {
     rows.push([
       `generate batch ${s.batchSize}`,
       `${s.prompts} prompts, ${s.maxNewTokens} new`,
-      `${s.msPerBatch.toFixed(0)} ms/batch`,
+      `${s.msPerBatch.toFixed(0)} ms/batch, ${s.msPerDecodeStep.toFixed(1)} ms/step`,
       `${s.tokensPerSecond.toFixed(0)} tok/s (${s.generatedTokens} tok)`,
       '',
       '',
@@ -203,10 +292,10 @@ function reportRows(report: Report): string[][] {
   const trainRow = (label: string, t: TrainingResult, u: typeof mfu.sft) => [
     label,
     `batch ${t.batchSize}, ${t.timedSteps} steps, T~${t.meanSequenceLength.toFixed(0)}`,
-    `${t.medianStepMs.toFixed(0)} ms/step`,
+    `${t.medianStepMs.toFixed(0)} ms/step median`,
     `${t.tokensPerSecond.toFixed(0)} tok/s`,
-    percent(u.weights),
-    percent(u.withAttention),
+    percent(u.weights.median),
+    percent(u.withAttention.median),
   ];
   rows.push(trainRow('train sft', sft, mfu.sft));
   rows.push(trainRow('train align, policy only', align, mfu.alignPolicyOnly));

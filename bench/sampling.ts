@@ -18,6 +18,11 @@ export interface SamplingResult {
   tokensPerSecond: number;
   /** Wall time per batch of `batchSize` requests, in milliseconds. */
   msPerBatch: number;
+  /**
+   * msPerBatch over the mean tokens per request, prefill included: the per-token latency at
+   * batch size 1, the time per decode step at larger batch sizes.
+   */
+  msPerDecodeStep: number;
 }
 
 /**
@@ -48,6 +53,7 @@ export async function measureSampling(
   const wallSeconds = (performance.now() - started) / 1000;
   const generatedTokens = results.reduce((sum, r) => sum + r.tokens.length, 0);
   const batches = Math.ceil(prompts.length / options.batchSize);
+  const msPerBatch = (wallSeconds * 1000) / batches;
   return {
     batchSize: options.batchSize,
     prompts: prompts.length,
@@ -56,6 +62,7 @@ export async function measureSampling(
     finished: results.filter((r) => r.finished).length,
     wallSeconds,
     tokensPerSecond: generatedTokens / wallSeconds,
-    msPerBatch: (wallSeconds * 1000) / batches,
+    msPerBatch,
+    msPerDecodeStep: msPerBatch / (generatedTokens / prompts.length),
   };
 }

@@ -3,7 +3,6 @@
  * `trainSft` / `trainAlignment` loop (AdamW, clipping and progress events included).
  */
 import { median } from 'simple-statistics';
-import { invariant } from '../src/shared/errors';
 import type { TrainingExample } from '../src/main/engine/batches';
 import {
   ALIGN_DEFAULTS,
@@ -17,6 +16,7 @@ import {
   trainAlignment,
   trainSft,
 } from '../src/main/engine/trainer';
+import { invariant } from '../src/shared/errors';
 import type { BenchModel } from './fixture';
 
 export interface TrainingResult {
@@ -26,18 +26,28 @@ export interface TrainingResult {
   timedSteps: number;
   /** Non-padding tokens of the timed steps' batches (prompt and response, one less per row). */
   tokens: number;
-  /** From the end of the last warm-up step to the end of the last timed step. */
+  /** Wall time of the timed steps, `betweenSteps` excluded. */
   wallSeconds: number;
   tokensPerSecond: number;
   /** Median of the trainer's own step time (pack, loss, gradients, AdamW), in milliseconds. */
   medianStepMs: number;
   /** tokens / (timedSteps * batchSize): the T of the attention FLOP term. */
   meanSequenceLength: number;
+  /** Non-padding tokens and wall time of each timed step. */
+  perStep: { tokens: number; seconds: number }[];
 }
 
 interface TimedEvent {
-  at: number;
+  /** When the step began: after the previous step's event and `betweenSteps` call. */
+  start: number;
+  end: number;
   event: TrainingStepEvent;
+}
+
+export interface TrainingRunOptions {
+  signal?: AbortSignal;
+  /** Called after every step's event; its time counts toward no step. */
+  betweenSteps?: () => void;
 }
 
 /**
@@ -49,7 +59,7 @@ export async function measureTraining(
   bench: BenchModel,
   examples: readonly TrainingExample[],
   steps: { warmup: number; timed: number; batchSize: number },
-  signal?: AbortSignal,
+  options: TrainingRunOptions = {},
 ): Promise<TrainingResult> {
   invariant(steps.warmup >= 1, () => 'training needs at least one warm-up step');
   const { batchSize } = steps;
@@ -58,11 +68,16 @@ export async function measureTraining(
   invariant(pool.length >= count, () => `${stage} needs ${count} examples, got ${pool.length}`);
   const chosen = pool.slice(0, count);
   const timeline: TimedEvent[] = [];
+  let start = performance.now();
   const context: TrainingContext = {
     padId: bench.tokenizer.eosId,
     steeringIds: bench.steering.tokenIds,
-    signal,
-    onStep: (event) => timeline.push({ at: performance.now(), event }),
+    signal: options.signal,
+    onStep: (event) => {
+      timeline.push({ start, end: performance.now(), event });
+      options.betweenSteps?.();
+      start = performance.now();
+    },
   };
   await runStage(stage, bench, chosen, batchSize, context);
   return summarize(stage, timeline, steps);
@@ -96,13 +111,12 @@ function summarize(
   steps: { warmup: number; timed: number; batchSize: number },
 ): TrainingResult {
   const timed = timeline.slice(steps.warmup);
-  // NOTE: the step event carries tokens/s and step time but not the token count, so the count
-  // is recovered as their product (exact up to rounding).
-  const tokens = timed.reduce(
-    (sum, { event }) => sum + Math.round((event.tokensPerSec * event.stepTimeMs) / 1000),
-    0,
-  );
-  const wallSeconds = ((timeline.at(-1)?.at ?? 0) - timeline[steps.warmup - 1].at) / 1000;
+  const perStep = timed.map(({ start, end, event }) => ({
+    tokens: event.tokens,
+    seconds: (end - start) / 1000,
+  }));
+  const tokens = perStep.reduce((sum, step) => sum + step.tokens, 0);
+  const wallSeconds = perStep.reduce((sum, step) => sum + step.seconds, 0);
   return {
     stage,
     batchSize: steps.batchSize,
@@ -113,5 +127,6 @@ function summarize(
     tokensPerSecond: tokens / wallSeconds,
     medianStepMs: median(timed.map(({ event }) => event.stepTimeMs)),
     meanSequenceLength: tokens / (timed.length * steps.batchSize),
+    perStep,
   };
 }

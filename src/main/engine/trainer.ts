@@ -96,6 +96,8 @@ export interface TrainingStepEvent {
   z0: number | null;
   learningRate: number;
   gradientNorm: number;
+  /** Tokens of the step's batch that are not padding. */
+  tokens: number;
   tokensPerSec: number;
   stepTimeMs: number;
 }
@@ -366,6 +368,7 @@ function trainStep(
     z0: values.z0 ?? null,
     learningRate,
     gradientNorm,
+    tokens: batch.realTokens,
     tokensPerSec: (batch.realTokens / stepTimeMs) * 1000,
     stepTimeMs,
   };
