@@ -29,7 +29,9 @@ function decimal(name: string, min: number, max = Number.POSITIVE_INFINITY) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isFinite(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}], got "${value}".`);
+      throw new InvalidArgumentError(
+        `${name} must be a number in [${min}, ${max}], got "${value}".`,
+      );
     }
     return n;
   };
@@ -38,29 +40,110 @@ function decimal(name: string, min: number, max = Number.POSITIVE_INFINITY) {
 function addRunOptions(command: Command, training: boolean): Command {
   const d = RUN_DEFAULTS;
   command
-    .option('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)', DEFAULT_MODEL)
+    .option(
+      '--model <dir>',
+      'model folder (config.json, model.safetensors, tokenizer.json)',
+      DEFAULT_MODEL,
+    )
     .option('--dataset <id>', 'dataset id; `attune datasets` lists them', 'us-gender')
-    .option('--target <target>', 'target distribution: real, uniform, or a CSV file of shares or counts')
+    .option(
+      '--target <target>',
+      'target distribution: real, uniform, or a CSV file of shares or counts',
+    )
     .option('--rounds <n>', 'responses sampled per occupation', integer('--rounds', 1), d.rounds)
-    .option('--seed <n>', 'seed of sampling, example order and training', integer('--seed', 0), d.seed)
-    .option('--out <dir>', 'run folder for the report, checkpoints and model (default runs/<dataset>-<time>)')
-    .option('--temperature <t>', 'sampling temperature of the text, 0 for greedy', decimal('--temperature', 0), d.sampling.temperature)
-    .option('--top-p <p>', 'nucleus sampling mass, in (0, 1]', decimal('--top-p', 0, 1), d.sampling.topP)
-    .option('--max-new-tokens <n>', 'tokens generated per response', integer('--max-new-tokens', 1), d.sampling.maxNewTokens)
-    .option('--sample-batch <n>', 'sequences decoded together', integer('--sample-batch', 1), d.sampling.batchSize)
+    .option(
+      '--seed <n>',
+      'seed of sampling, example order and training',
+      integer('--seed', 0),
+      d.seed,
+    )
+    .option(
+      '--out <dir>',
+      'run folder for the report, checkpoints and model (default runs/<dataset>-<time>)',
+    )
+    .option(
+      '--temperature <t>',
+      'sampling temperature of the text, 0 for greedy',
+      decimal('--temperature', 0),
+      d.sampling.temperature,
+    )
+    .option(
+      '--top-p <p>',
+      'nucleus sampling mass, in (0, 1]',
+      decimal('--top-p', 0, 1),
+      d.sampling.topP,
+    )
+    .option(
+      '--max-new-tokens <n>',
+      'tokens generated per response',
+      integer('--max-new-tokens', 1),
+      d.sampling.maxNewTokens,
+    )
+    .option(
+      '--sample-batch <n>',
+      'sequences decoded together',
+      integer('--sample-batch', 1),
+      d.sampling.batchSize,
+    )
     .option('--json', 'print one JSON event per line instead of progress bars');
   if (!training) return command;
   return command
-    .addOption(new Option('--steering <mode>', 'steering tokens: special tokens per category, or the digits 0..K-1').choices(['special', 'digits']).default(d.steeringMode))
-    .addOption(new Option('--mode <mode>', 'stage-2 objective or one of its ablations').choices([...STAGE_TWO_MODES]).default(d.loss.mode))
-    .option('--sft-epochs <n>', 'stage-1 passes over the desirable examples', integer('--sft-epochs', 1), d.sft.epochs)
-    .option('--align-epochs <n>', 'stage-2 passes over all examples', integer('--align-epochs', 1), d.align.epochs)
-    .option('--sft-lr <x>', 'stage-1 peak learning rate', decimal('--sft-lr', 1e-8, 1), d.sft.learningRate)
-    .option('--align-lr <x>', 'stage-2 peak learning rate', decimal('--align-lr', 1e-8, 1), d.align.learningRate)
-    .option('--train-batch <n>', 'examples per training step (stage 2 needs >= 2)', integer('--train-batch', 2), d.align.batchSize)
-    .option('--kl-weight <x>', 'weight of the KL term beside the KTO term', decimal('--kl-weight', 0), d.loss.klWeight)
+    .addOption(
+      new Option(
+        '--steering <mode>',
+        'steering tokens: special tokens per category, or the digits 0..K-1',
+      )
+        .choices(['special', 'digits'])
+        .default(d.steeringMode),
+    )
+    .addOption(
+      new Option('--mode <mode>', 'stage-2 objective or one of its ablations')
+        .choices([...STAGE_TWO_MODES])
+        .default(d.loss.mode),
+    )
+    .option(
+      '--sft-epochs <n>',
+      'stage-1 passes over the desirable examples',
+      integer('--sft-epochs', 1),
+      d.sft.epochs,
+    )
+    .option(
+      '--align-epochs <n>',
+      'stage-2 passes over all examples',
+      integer('--align-epochs', 1),
+      d.align.epochs,
+    )
+    .option(
+      '--sft-lr <x>',
+      'stage-1 peak learning rate',
+      decimal('--sft-lr', 1e-8, 1),
+      d.sft.learningRate,
+    )
+    .option(
+      '--align-lr <x>',
+      'stage-2 peak learning rate',
+      decimal('--align-lr', 1e-8, 1),
+      d.align.learningRate,
+    )
+    .option(
+      '--train-batch <n>',
+      'examples per training step (stage 2 needs >= 2)',
+      integer('--train-batch', 2),
+      d.align.batchSize,
+    )
+    .option(
+      '--kl-weight <x>',
+      'weight of the KL term beside the KTO term',
+      decimal('--kl-weight', 0),
+      d.loss.klWeight,
+    )
     .option('--beta <x>', 'KTO beta', decimal('--beta', 1e-6), d.loss.beta)
-    .option('--checkpoint-every <n>', 'training steps between checkpoints (0: end of stage only)', integer('--checkpoint-every', 0), d.align.checkpointEvery)
+    .option(
+      '--checkpoint-every <n>',
+      'training steps between checkpoints (0: end of stage only)',
+      integer('--checkpoint-every', 0),
+      d.align.checkpointEvery,
+    )
     .option('--resume', 'continue the run in --out from its newest checkpoint');
 }
 
@@ -86,9 +169,26 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
       maxNewTokens: Number(o.maxNewTokens),
       batchSize: Number(o.sampleBatch),
     },
-    sft: { ...d.sft, epochs: num('sftEpochs', d.sft.epochs), learningRate: num('sftLr', d.sft.learningRate), batchSize, checkpointEvery },
-    align: { ...d.align, epochs: num('alignEpochs', d.align.epochs), learningRate: num('alignLr', d.align.learningRate), batchSize, checkpointEvery },
-    loss: { ...d.loss, mode: (o.mode as RunOptions['loss']['mode']) ?? d.loss.mode, klWeight: num('klWeight', d.loss.klWeight), beta: num('beta', d.loss.beta) },
+    sft: {
+      ...d.sft,
+      epochs: num('sftEpochs', d.sft.epochs),
+      learningRate: num('sftLr', d.sft.learningRate),
+      batchSize,
+      checkpointEvery,
+    },
+    align: {
+      ...d.align,
+      epochs: num('alignEpochs', d.align.epochs),
+      learningRate: num('alignLr', d.align.learningRate),
+      batchSize,
+      checkpointEvery,
+    },
+    loss: {
+      ...d.loss,
+      mode: (o.mode as RunOptions['loss']['mode']) ?? d.loss.mode,
+      klWeight: num('klWeight', d.loss.klWeight),
+      beta: num('beta', d.loss.beta),
+    },
     resume: Boolean(o.resume),
     measureOnly,
     commandLine: process.argv.slice(2),
@@ -96,8 +196,15 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
 }
 
 /** Progress bars per phase, built from the same events the desktop app receives. */
-function createProgressPrinter(json: boolean): { print: (event: RunEvent) => void; close: () => void } {
-  if (json) return { print: (event) => process.stdout.write(`${JSON.stringify(event)}\n`), close: () => {} };
+function createProgressPrinter(json: boolean): {
+  print: (event: RunEvent) => void;
+  close: () => void;
+} {
+  if (json)
+    return {
+      print: (event) => process.stdout.write(`${JSON.stringify(event)}\n`),
+      close: () => {},
+    };
   let bar: ReturnType<typeof createBar> | null = null;
   let barKey = '';
   const ensureBar = (key: string, label: string, total: number) => {
@@ -117,13 +224,20 @@ function createProgressPrinter(json: boolean): { print: (event: RunEvent) => voi
       ensureBar(`sample-${event.phase}`, `sampling ${event.phase}`, event.total).update(event.done);
     } else {
       const label = event.stage === 'sft' ? 'stage 1 (SFT)' : 'stage 2 (KL+KTO)';
-      ensureBar(`train-${event.stage}`, label, event.totalSteps).update(event.step, formatStep(event));
+      ensureBar(`train-${event.stage}`, label, event.totalSteps).update(
+        event.step,
+        formatStep(event),
+      );
     }
   };
   return { print, close: () => bar?.stop() };
 }
 
-function describe(summary: { mae: number | null; unknownShare: number | null; agreement: number | null } | undefined): string {
+function describe(
+  summary:
+    | { mae: number | null; unknownShare: number | null; agreement: number | null }
+    | undefined,
+): string {
   if (!summary) return 'not measured';
   const pct = (x: number | null) => (x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
   return `MAE ${summary.mae?.toFixed(4) ?? 'n/a'}, unknown ${pct(summary.unknownShare)}, steering/text agreement ${pct(summary.agreement)}`;
@@ -131,7 +245,9 @@ function describe(summary: { mae: number | null; unknownShare: number | null; ag
 
 async function execute(options: RunOptions, json: boolean, signal: AbortSignal): Promise<number> {
   const printer = createProgressPrinter(json);
-  const result = await runPipeline(options, { onEvent: printer.print, signal }).finally(printer.close);
+  const result = await runPipeline(options, { onEvent: printer.print, signal }).finally(
+    printer.close,
+  );
   const { report } = result;
   process.stdout.write(`\nbefore: ${describe(report.before)}\n`);
   if (!options.measureOnly) process.stdout.write(`after:  ${describe(report.after)}\n`);
@@ -143,32 +259,47 @@ async function execute(options: RunOptions, json: boolean, signal: AbortSignal):
 runCli(async (signal) => {
   const program = new Command()
     .name('attune')
-    .description('Attune Studio from a terminal: measure and fix distributional bias in language models.')
+    .description(
+      'Attune Studio from a terminal: measure and fix distributional bias in language models.',
+    )
     .showHelpAfterError();
   let exitCode = 0;
   addRunOptions(
-    program.command('run').description('measure the model, train it (SFT, then KL + KTO), measure again and write the report'),
+    program
+      .command('run')
+      .description(
+        'measure the model, train it (SFT, then KL + KTO), measure again and write the report',
+      ),
     true,
   ).action(async (o: CliOptions) => {
     exitCode = await execute(toRunOptions(o, false), Boolean(o.json), signal);
   });
-  addRunOptions(program.command('measure').description('measure the model and write the report, without training'), false).action(
-    async (o: CliOptions) => {
-      exitCode = await execute(toRunOptions(o, true), Boolean(o.json), signal);
-    },
-  );
+  addRunOptions(
+    program
+      .command('measure')
+      .description('measure the model and write the report, without training'),
+    false,
+  ).action(async (o: CliOptions) => {
+    exitCode = await execute(toRunOptions(o, true), Boolean(o.json), signal);
+  });
   program
     .command('datasets')
     .description('list the datasets')
     .action(() => {
-      for (const { id, title } of listDatasets()) process.stdout.write(`${id.padEnd(14)} ${title}\n`);
+      for (const { id, title } of listDatasets())
+        process.stdout.write(`${id.padEnd(14)} ${title}\n`);
     });
   program.exitOverride();
   try {
     await program.parseAsync(process.argv);
   } catch (error) {
     const code = (error as { code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
+    if (
+      code === 'commander.helpDisplayed' ||
+      code === 'commander.version' ||
+      code === 'commander.help'
+    )
+      return 0;
     if (code?.startsWith('commander.')) return 1;
     throw error;
   }

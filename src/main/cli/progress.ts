@@ -36,6 +36,9 @@ export function formatStep(event: {
   if (event.klLoss !== null) parts.push(`kl ${event.klLoss.toFixed(4)}`);
   if (event.ktoLoss !== null) parts.push(`kto ${event.ktoLoss.toFixed(4)}`);
   if (event.z0 !== null) parts.push(`z0 ${event.z0.toFixed(3)}`);
-  parts.push(`lr ${event.learningRate.toExponential(2)}`, `${Math.round(event.tokensPerSec)} tok/s`);
+  parts.push(
+    `lr ${event.learningRate.toExponential(2)}`,
+    `${Math.round(event.tokensPerSec)} tok/s`,
+  );
   return parts.join(' | ');
 }

@@ -10,14 +10,16 @@ export const EXIT = { ok: 0, user: 1, bug: 2, cancelled: 130 } as const;
  * message line, never as a stack trace, except internal bugs.
  */
 export function runCli(
-  body: (signal: AbortSignal, backend: BackendInfo) => Promise<void | number>,
+  body: (signal: AbortSignal, backend: BackendInfo) => Promise<unknown>,
 ): void {
   const controller = new AbortController();
   let interrupts = 0;
   process.on('SIGINT', () => {
     interrupts += 1;
     if (interrupts > 1) process.exit(EXIT.cancelled);
-    process.stderr.write('\nStopping after the current step; press Ctrl-C again to quit at once.\n');
+    process.stderr.write(
+      '\nStopping after the current step; press Ctrl-C again to quit at once.\n',
+    );
     controller.abort();
   });
   const fail = (error: unknown) => {
@@ -49,7 +51,8 @@ export function exitCodeFor(error: unknown): number {
 
 export function formatError(error: unknown): string {
   if (error instanceof AttuneError && error.kind === 'user') return `error: ${error.message}`;
-  if (error instanceof AttuneError && error.kind === 'cancelled') return `cancelled: ${error.message}`;
+  if (error instanceof AttuneError && error.kind === 'cancelled')
+    return `cancelled: ${error.message}`;
   const stack = error instanceof Error ? (error.stack ?? error.message) : String(error);
   return `internal error (please report it): ${stack}`;
 }

@@ -10,9 +10,9 @@ import { loadDataset } from '../engine/datasets';
 import { measureDataset } from '../engine/measure';
 import { summarizeMeasurement } from '../engine/metrics';
 import { countParameters } from '../engine/model';
+import { writeModelCard } from '../engine/model-card';
 import { DEFAULT_SAMPLING } from '../engine/sampler';
 import { STARTER_DEFAULTS, type StarterConfig, trainStarterModel } from '../engine/starter';
-import { writeModelCard } from '../engine/model-card';
 import { createBar, formatStep } from './progress';
 import { runCli } from './run-cli';
 
@@ -20,10 +20,22 @@ const program = new Command()
   .name('starter')
   .description('Train the starter model from its generated corpus and write it to a model folder.')
   .option('--out <dir>', 'model folder to write', 'resources/starter-model')
-  .option('--seed <n>', 'seed of the corpus, the initial weights and the batch order', String(STARTER_DEFAULTS.seed))
-  .option('--examples <n>', 'generated answers per occupation', String(STARTER_DEFAULTS.examplesPerOccupation))
+  .option(
+    '--seed <n>',
+    'seed of the corpus, the initial weights and the batch order',
+    String(STARTER_DEFAULTS.seed),
+  )
+  .option(
+    '--examples <n>',
+    'generated answers per occupation',
+    String(STARTER_DEFAULTS.examplesPerOccupation),
+  )
   .option('--epochs <n>', 'passes over the corpus', String(STARTER_DEFAULTS.training.epochs))
-  .option('--gamma <x>', 'logit scale of the real female share in the corpus', String(STARTER_DEFAULTS.gamma));
+  .option(
+    '--gamma <x>',
+    'logit scale of the real female share in the corpus',
+    String(STARTER_DEFAULTS.gamma),
+  );
 
 runCli(async (signal, backend) => {
   program.parse();
@@ -60,7 +72,9 @@ runCli(async (signal, backend) => {
   });
   measureBar.stop();
   const real = summarizeMeasurement(dataset, samples, { seed: 7 });
-  const uniform = summarizeMeasurement(loadDataset('us-gender', { target: 'uniform' }), samples, { seed: 7 });
+  const uniform = summarizeMeasurement(loadDataset('us-gender', { target: 'uniform' }), samples, {
+    seed: 7,
+  });
   await saveModelFolder(outDir, model, tokenizer, {
     description: 'Attune starter model: a teaching model, not a model to audit.',
     training: { starter: config, corpusExamples: corpus.length },
@@ -77,9 +91,14 @@ runCli(async (signal, backend) => {
       realMae: real.mae ?? Number.NaN,
       uniformMae: uniform.mae ?? Number.NaN,
       unknownShare: real.unknownShare ?? Number.NaN,
-      sampleTexts: samples.filter((_, i) => i % 100 === 0).slice(0, 6).map((s) => `${s.prompt}${s.text}`),
+      sampleTexts: samples
+        .filter((_, i) => i % 100 === 0)
+        .slice(0, 6)
+        .map((s) => `${s.prompt}${s.text}`),
     }),
   );
   console.log(`starter model written to ${outDir}`);
-  console.log(`us-gender MAE (real target): ${real.mae?.toFixed(4)}; uniform target: ${uniform.mae?.toFixed(4)}; unknown ${(100 * (real.unknownShare ?? 0)).toFixed(1)}%`);
+  console.log(
+    `us-gender MAE (real target): ${real.mae?.toFixed(4)}; uniform target: ${uniform.mae?.toFixed(4)}; unknown ${(100 * (real.unknownShare ?? 0)).toFixed(1)}%`,
+  );
 });

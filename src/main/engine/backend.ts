@@ -75,7 +75,11 @@ async function trySelect(log: (line: string) => void): Promise<BackendInfo> {
   const forced = process.env.ATTUNE_BACKEND;
   const skipped: BackendInfo['skipped'] = [];
   for (const { candidate, load } of CANDIDATES) {
-    if (forced && !candidate.endsWith(forced) && !(forced === 'tensorflow' && candidate.includes('node'))) {
+    if (
+      forced &&
+      !candidate.endsWith(forced) &&
+      !(forced === 'tensorflow' && candidate.includes('node'))
+    ) {
       skipped.push({ candidate, reason: `ATTUNE_BACKEND=${forced}` });
       continue;
     }

@@ -41,7 +41,9 @@ export function packBatch(
   responseOf: readonly number[] = examples.map((_, i) => i),
 ): PackedBatch {
   const batchSize = examples.length;
-  const lengths = examples.map((e, i) => e.promptIds.length + examples[responseOf[i]].responseIds.length);
+  const lengths = examples.map(
+    (e, i) => e.promptIds.length + examples[responseOf[i]].responseIds.length,
+  );
   const time = Math.max(...lengths) - 1;
   const categories = examples[0].target.length;
   const packed: PackedBatch = {
@@ -101,7 +103,12 @@ export function scoreBatch(model: LlamaModel, batch: PackedBatch): SequenceScore
  * Batches of example indices for one epoch: a seeded shuffle, cut into full batches of
  * `batchSize` (a short remainder is dropped so KTO always has pairs).
  */
-export function epochBatches(count: number, batchSize: number, seed: number, epoch: number): number[][] {
+export function epochBatches(
+  count: number,
+  batchSize: number,
+  seed: number,
+  epoch: number,
+): number[][] {
   const rng = seedrandom(`batches:${seed}:${epoch}`);
   const order = Array.from({ length: count }, (_, i) => i);
   for (let i = order.length - 1; i > 0; i--) {

@@ -8,7 +8,13 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../shared/errors';
 import { writeFolderAtomically } from './atomic';
-import { LlamaModel, type ModelConfig, type Params, parameterShapes, validateConfig } from './model';
+import {
+  LlamaModel,
+  type ModelConfig,
+  type Params,
+  parameterShapes,
+  validateConfig,
+} from './model';
 import type { Attribute } from './prompts';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors';
 import { TextTokenizer } from './tokenizer';
@@ -67,11 +73,14 @@ export function configToHf(config: ModelConfig, eosId: number): Record<string, u
 export function configFromHf(hf: Record<string, unknown>, source: string): ModelConfig {
   const type = hf.model_type;
   if (type !== 'llama' && type !== 'qwen2') {
-    throw new UserError(`${source}: model_type ${JSON.stringify(type)} is not supported; use llama or qwen2.`);
+    throw new UserError(
+      `${source}: model_type ${JSON.stringify(type)} is not supported; use llama or qwen2.`,
+    );
   }
   const num = (key: string, fallback?: number): number => {
     const value = hf[key] ?? fallback;
-    if (typeof value !== 'number') throw new UserError(`${source}: ${key} is missing or not a number.`);
+    if (typeof value !== 'number')
+      throw new UserError(`${source}: ${key} is missing or not a number.`);
     return value;
   };
   const heads = num('num_attention_heads');
@@ -143,7 +152,10 @@ export async function saveModelFolder(
   meta: ModelMeta,
 ): Promise<void> {
   const files = new Map<string, string | Buffer>();
-  files.set('config.json', `${JSON.stringify(configToHf(model.config, tokenizer.eosId), null, 2)}\n`);
+  files.set(
+    'config.json',
+    `${JSON.stringify(configToHf(model.config, tokenizer.eosId), null, 2)}\n`,
+  );
   files.set('model.safetensors', encodeParams(model.params));
   files.set('tokenizer.json', JSON.stringify(tokenizer.toJSON()));
   files.set('attune.json', `${JSON.stringify(meta, null, 2)}\n`);
@@ -177,7 +189,10 @@ export async function loadModelFolder(dir: string): Promise<LoadedModel> {
     throw new UserError(`Model folder ${dir} does not exist or is not a folder.`);
   }
   const configFile = path.join(dir, 'config.json');
-  const config = configFromHf(parseJson(await readRequired(configFile, 'config'), configFile), configFile);
+  const config = configFromHf(
+    parseJson(await readRequired(configFile, 'config'), configFile),
+    configFile,
+  );
   const weightsFile = path.join(dir, 'model.safetensors');
   const weights = await readRequired(weightsFile, 'weights');
   const tokenizer = await TextTokenizer.load(dir);

@@ -1,5 +1,5 @@
-import { amplifiedFemaleShare } from './starter-corpus';
 import type { StarterConfig } from './starter';
+import { amplifiedFemaleShare } from './starter-corpus';
 
 export interface ModelCardFacts {
   config: StarterConfig;

@@ -91,7 +91,9 @@ export function validateConfig(config: ModelConfig, source: string): void {
     );
   }
   if (config.headDim % 2 !== 0) {
-    throw new UserError(`${source}: headDim must be even for rotary embeddings, got ${config.headDim}.`);
+    throw new UserError(
+      `${source}: headDim must be even for rotary embeddings, got ${config.headDim}.`,
+    );
   }
 }
 
@@ -224,7 +226,11 @@ export class LlamaModel {
     const eps = this.config.rmsNormEps;
     const attnIn = rmsNorm(x, this.params[`${p}input_layernorm.weight`] as tf.Tensor1D, eps);
     const h = tf.add(x, this.attention(attnIn, layer, cos, sin, mask, cache));
-    const mlpIn = rmsNorm(h, this.params[`${p}post_attention_layernorm.weight`] as tf.Tensor1D, eps);
+    const mlpIn = rmsNorm(
+      h,
+      this.params[`${p}post_attention_layernorm.weight`] as tf.Tensor1D,
+      eps,
+    );
     return tf.add(h, this.feedForward(mlpIn, p));
   }
 

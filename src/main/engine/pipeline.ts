@@ -11,7 +11,13 @@ import path from 'node:path';
 import { AttuneError, UserError } from '../../shared/errors';
 import type { ExampleResponse, MeasurementSummary, RunReport } from '../../shared/report-types';
 import { writeFileAtomically } from './atomic';
-import { type LoadedModel, loadModelFolder, type ModelMeta, saveModelFolder, type SteeringInfo } from './checkpoint';
+import {
+  type LoadedModel,
+  loadModelFolder,
+  type ModelMeta,
+  type SteeringInfo,
+  saveModelFolder,
+} from './checkpoint';
 import { type DatasetDefinition, loadDataset } from './datasets';
 import { buildTrainingExamples } from './examples';
 import { measureDataset, type SampledResponse } from './measure';
@@ -77,7 +83,14 @@ export type RunEvent =
   | { type: 'sample/progress'; phase: 'before' | 'after'; done: number; total: number }
   | TrainingStepEvent;
 
-export type RunPhase = 'load' | 'measure-before' | 'examples' | 'sft' | 'align' | 'measure-after' | 'report';
+export type RunPhase =
+  | 'load'
+  | 'measure-before'
+  | 'examples'
+  | 'sft'
+  | 'align'
+  | 'measure-after'
+  | 'report';
 
 export interface RunContext {
   onEvent?: (event: RunEvent) => void;
@@ -107,7 +120,9 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
     );
   }
   if (options.resume && !entries.includes('before-samples.json')) {
-    throw new UserError(`Cannot resume: ${options.outDir} holds no run (before-samples.json is missing).`);
+    throw new UserError(
+      `Cannot resume: ${options.outDir} holds no run (before-samples.json is missing).`,
+    );
   }
   return { dataset };
 }
@@ -128,7 +143,10 @@ async function isAbandonedRun(outDir: string, entries: string[]): Promise<boolea
 }
 
 /** Runs the whole pipeline and writes report.json and report.html into `options.outDir`. */
-export async function runPipeline(options: RunOptions, context: RunContext = {}): Promise<RunResult> {
+export async function runPipeline(
+  options: RunOptions,
+  context: RunContext = {},
+): Promise<RunResult> {
   const { dataset } = await prepareRun(options);
   const emit = (event: RunEvent) => context.onEvent?.(event);
   const phase = (p: RunPhase, message: string) => emit({ type: 'phase', phase: p, message });
@@ -162,9 +180,21 @@ export async function runPipeline(options: RunOptions, context: RunContext = {})
     phase('examples', 'building training examples from the samples');
     const steered = inputSteering
       ? { model: input.model, tokenizer: input.tokenizer, steering: inputSteering }
-      : await attachSteeringTokens(input.model, input.tokenizer, dataset.attribute, dataset.categories, options.steeringMode);
+      : await attachSteeringTokens(
+          input.model,
+          input.tokenizer,
+          dataset.attribute,
+          dataset.categories,
+          options.steeringMode,
+        );
     current = steered;
-    const built = buildTrainingExamples(before, dataset, steered.steering, steered.tokenizer.eosId, options.seed);
+    const built = buildTrainingExamples(
+      before,
+      dataset,
+      steered.steering,
+      steered.tokenizer.eosId,
+      options.seed,
+    );
     if (built.desirableCount < 2) {
       throw new UserError(
         `Only ${built.desirableCount} sampled responses named a category, too few to train on; raise --rounds.`,
@@ -188,12 +218,23 @@ export async function runPipeline(options: RunOptions, context: RunContext = {})
       description: `Aligned by Attune ${ATTUNE_VERSION} on ${dataset.id} (${dataset.target.kind} target) from ${input.dir}`,
     };
     const trained = await timed('training', () =>
-      trainStages(options, steered, meta, built.examples, report.trainingHistory, emit, context.signal),
+      trainStages(
+        options,
+        steered,
+        meta,
+        built.examples,
+        report.trainingHistory,
+        emit,
+        context.signal,
+      ),
     );
     current = { model: trained, tokenizer: steered.tokenizer };
     modelOut = path.join(options.outDir, 'model');
     await saveModelFolder(modelOut, trained, steered.tokenizer, meta);
-    phase('measure-after', `sampling ${options.rounds} responses per occupation from the trained model`);
+    phase(
+      'measure-after',
+      `sampling ${options.rounds} responses per occupation from the trained model`,
+    );
     const after = await timed('samplingAfter', () =>
       measureDataset(trained, steered.tokenizer, dataset, {
         rounds: options.rounds,
@@ -208,7 +249,8 @@ export async function runPipeline(options: RunOptions, context: RunContext = {})
     report.status = 'complete';
     return await finish(options, report, modelOut);
   } catch (error) {
-    report.status = error instanceof AttuneError && error.kind === 'cancelled' ? 'cancelled' : 'failed';
+    report.status =
+      error instanceof AttuneError && error.kind === 'cancelled' ? 'cancelled' : 'failed';
     report.error = error instanceof Error ? error.message : String(error);
     await finish(options, report, modelOut).catch(() => undefined);
     throw error;
@@ -255,28 +297,40 @@ async function trainStages(
   const stage1Dir = path.join(runDir, 'stage1-model');
   if (!resume || resume.stage === 'sft') {
     emit({ type: 'phase', phase: 'sft', message: 'stage 1: supervised fine-tuning' });
-    await trainSft(policy, examples, { ...options.sft, seed: options.seed }, {
-      padId: tokenizer.eosId,
-      steeringIds: steering.tokenIds,
-      onStep,
-      signal,
-      resume,
-      saveCheckpoint: save(policy),
-    });
+    await trainSft(
+      policy,
+      examples,
+      { ...options.sft, seed: options.seed },
+      {
+        padId: tokenizer.eosId,
+        steeringIds: steering.tokenIds,
+        onStep,
+        signal,
+        resume,
+        saveCheckpoint: save(policy),
+      },
+    );
     await saveModelFolder(stage1Dir, policy, tokenizer, meta);
     resume = undefined;
   }
   const reference = resume ? (await loadModelFolder(stage1Dir)).model : frozenCopy(policy);
   try {
     emit({ type: 'phase', phase: 'align', message: `stage 2: ${options.loss.mode}` });
-    await trainAlignment(policy, reference, examples, { ...options.align, seed: options.seed }, options.loss, {
-      padId: tokenizer.eosId,
-      steeringIds: steering.tokenIds,
-      onStep,
-      signal,
-      resume,
-      saveCheckpoint: save(policy),
-    });
+    await trainAlignment(
+      policy,
+      reference,
+      examples,
+      { ...options.align, seed: options.seed },
+      options.loss,
+      {
+        padId: tokenizer.eosId,
+        steeringIds: steering.tokenIds,
+        onStep,
+        signal,
+        resume,
+        saveCheckpoint: save(policy),
+      },
+    );
   } finally {
     reference.dispose();
   }
@@ -288,7 +342,9 @@ async function replaceWeights(model: LlamaModel, checkpointDir: string): Promise
   const loaded = await loadModelFolder(checkpointDir);
   if (loaded.model.config.vocabSize !== model.config.vocabSize) {
     loaded.model.dispose();
-    throw new UserError(`Checkpoint ${checkpointDir} does not match the model of this run (vocabulary size).`);
+    throw new UserError(
+      `Checkpoint ${checkpointDir} does not match the model of this run (vocabulary size).`,
+    );
   }
   model.dispose();
   return loaded.model;
@@ -306,13 +362,18 @@ async function measureOrReuse(
   const file = path.join(options.outDir, 'before-samples.json');
   if (options.resume) {
     try {
-      const saved = JSON.parse(await fs.readFile(file, 'utf8')) as { datasetId: string; samples: SampledResponse[] };
+      const saved = JSON.parse(await fs.readFile(file, 'utf8')) as {
+        datasetId: string;
+        samples: SampledResponse[];
+      };
       if (saved.datasetId !== dataset.id || !Array.isArray(saved.samples)) {
         throw new Error(`it holds samples of dataset ${saved.datasetId}, not ${dataset.id}`);
       }
       return saved.samples;
     } catch (error) {
-      throw new UserError(`Cannot resume from ${file}: ${(error as Error).message}. Start a new run with another --out.`);
+      throw new UserError(
+        `Cannot resume from ${file}: ${(error as Error).message}. Start a new run with another --out.`,
+      );
     }
   }
   const samples = await measureDataset(input.model, input.tokenizer, dataset, {
@@ -334,12 +395,20 @@ function matchingSteering(meta: ModelMeta, dataset: DatasetDefinition): Steering
   return steering;
 }
 
-function summarize(dataset: DatasetDefinition, samples: SampledResponse[], seed: number): MeasurementSummary {
+function summarize(
+  dataset: DatasetDefinition,
+  samples: SampledResponse[],
+  seed: number,
+): MeasurementSummary {
   return summarizeMeasurement(dataset, samples, { seed });
 }
 
 /** A few responses per occupation for the report: the first three of each. */
-function pickExamples(dataset: DatasetDefinition, samples: SampledResponse[], phase: 'before' | 'after'): ExampleResponse[] {
+function pickExamples(
+  dataset: DatasetDefinition,
+  samples: SampledResponse[],
+  phase: 'before' | 'after',
+): ExampleResponse[] {
   const perOccupation = new Map<number, number>();
   const picked: ExampleResponse[] = [];
   for (const s of samples) {
@@ -358,7 +427,11 @@ function pickExamples(dataset: DatasetDefinition, samples: SampledResponse[], ph
   return picked;
 }
 
-function emptyReport(options: RunOptions, dataset: DatasetDefinition, input: LoadedModel): RunReport {
+function emptyReport(
+  options: RunOptions,
+  dataset: DatasetDefinition,
+  input: LoadedModel,
+): RunReport {
   const c = input.model.config;
   return {
     status: 'failed',
@@ -391,7 +464,11 @@ function emptyReport(options: RunOptions, dataset: DatasetDefinition, input: Loa
   };
 }
 
-async function finish(options: RunOptions, report: RunReport, modelDir: string | null): Promise<RunResult> {
+async function finish(
+  options: RunOptions,
+  report: RunReport,
+  modelDir: string | null,
+): Promise<RunResult> {
   report.createdAt = new Date().toISOString();
   const { jsonPath, htmlPath } = await writeReport(options.outDir, report);
   return { report, jsonPath, htmlPath, modelDir };

@@ -59,8 +59,16 @@ export async function saveTrainingCheckpoint(
     ],
   ]);
   await writeFolderAtomically(dir, files);
-  const latest: LatestCheckpoint = { stage: state.stage, step: state.step, totalSteps: state.totalSteps, dir: name };
-  await writeFileAtomically(path.join(checkpointsDir(runDir), 'latest.json'), `${JSON.stringify(latest, null, 2)}\n`);
+  const latest: LatestCheckpoint = {
+    stage: state.stage,
+    step: state.step,
+    totalSteps: state.totalSteps,
+    dir: name,
+  };
+  await writeFileAtomically(
+    path.join(checkpointsDir(runDir), 'latest.json'),
+    `${JSON.stringify(latest, null, 2)}\n`,
+  );
   await pruneCheckpoints(runDir, state.stage);
   return dir;
 }
@@ -79,10 +87,13 @@ export async function readLatestCheckpoint(runDir: string): Promise<LatestCheckp
   if (text === null) return null;
   try {
     const latest = JSON.parse(text) as LatestCheckpoint;
-    if (!['sft', 'align'].includes(latest.stage) || !Number.isInteger(latest.step)) throw new Error('bad fields');
+    if (!['sft', 'align'].includes(latest.stage) || !Number.isInteger(latest.step))
+      throw new Error('bad fields');
     return latest;
   } catch (error) {
-    throw new UserError(`${file} is corrupt (${(error as Error).message}); remove it to start training over.`);
+    throw new UserError(
+      `${file} is corrupt (${(error as Error).message}); remove it to start training over.`,
+    );
   }
 }
 
@@ -90,14 +101,23 @@ export async function readLatestCheckpoint(runDir: string): Promise<LatestCheckp
 export async function readTrainerState(checkpointDir: string): Promise<TrainerState> {
   const stateFile = path.join(checkpointDir, 'trainer-state.json');
   const momentsFile = path.join(checkpointDir, 'optimizer.safetensors');
-  let state: { stage: TrainerState['stage']; step: number; totalSteps: number; optimizerStep: number };
+  let state: {
+    stage: TrainerState['stage'];
+    step: number;
+    totalSteps: number;
+    optimizerStep: number;
+  };
   try {
     state = JSON.parse(await fs.readFile(stateFile, 'utf8'));
   } catch (error) {
-    throw new UserError(`Checkpoint state ${stateFile} is missing or corrupt: ${(error as Error).message}`);
+    throw new UserError(
+      `Checkpoint state ${stateFile} is missing or corrupt: ${(error as Error).message}`,
+    );
   }
   const buffer = await fs.readFile(momentsFile).catch((error) => {
-    throw new UserError(`Checkpoint optimizer state ${momentsFile} cannot be read: ${error.message}`);
+    throw new UserError(
+      `Checkpoint optimizer state ${momentsFile} cannot be read: ${error.message}`,
+    );
   });
   const { tensors } = decodeSafetensors(buffer, momentsFile);
   const moments: AdamWState['moments'] = {};

@@ -46,7 +46,8 @@ export function decodeSafetensors(
   buffer: Buffer,
   source: string,
 ): { tensors: Map<string, NamedTensor>; metadata: Record<string, string> } {
-  if (buffer.length < 8) throw new UserError(`${source}: file is too short for a safetensors header.`);
+  if (buffer.length < 8)
+    throw new UserError(`${source}: file is too short for a safetensors header.`);
   const headerLength = Number(buffer.readBigUInt64LE(0));
   if (headerLength > MAX_HEADER_BYTES || 8 + headerLength > buffer.length) {
     throw new UserError(
@@ -81,14 +82,20 @@ function decodeEntry(
   entry: unknown,
   source: string,
 ): NamedTensor {
-  const { dtype, shape, data_offsets: offsets } = (entry ?? {}) as {
+  const {
+    dtype,
+    shape,
+    data_offsets: offsets,
+  } = (entry ?? {}) as {
     dtype?: string;
     shape?: number[];
     data_offsets?: [number, number];
   };
   const width = dtype ? BYTES_PER_ELEMENT[dtype] : undefined;
   if (!width) {
-    throw new UserError(`${source}: tensor ${name} has dtype ${dtype}; supported are F32, F16, BF16.`);
+    throw new UserError(
+      `${source}: tensor ${name} has dtype ${dtype}; supported are F32, F16, BF16.`,
+    );
   }
   if (!Array.isArray(shape) || !shape.every((n) => Number.isInteger(n) && n >= 0)) {
     throw new UserError(`${source}: tensor ${name} has an invalid shape ${JSON.stringify(shape)}.`);

@@ -189,7 +189,11 @@ function pickSteering(
 }
 
 /** Draws a token id from logits with temperature and top-p; temperature 0 is argmax. */
-export function sampleToken(row: Float32Array, options: SamplingOptions, rng: () => number): number {
+export function sampleToken(
+  row: Float32Array,
+  options: SamplingOptions,
+  rng: () => number,
+): number {
   if (options.temperature === 0) return argmax(row);
   const scaled = Array.from(row, (x) => x / options.temperature);
   const probs = softmax(scaled);

@@ -4,11 +4,15 @@
  * follow a stereotype-amplified version of real shares, so it has a bias for the studio to fix.
  */
 import type { TrainingExample } from './batches';
+import { trainByteLevelBpe } from './bpe-trainer';
 import { loadDataset } from './datasets';
 import { initParams, LlamaModel, type ModelConfig } from './model';
 import { END_OF_TEXT } from './prompts';
-import { type CorpusOccupation, generateStarterCorpus, type StarterExample } from './starter-corpus';
-import { trainByteLevelBpe } from './bpe-trainer';
+import {
+  type CorpusOccupation,
+  generateStarterCorpus,
+  type StarterExample,
+} from './starter-corpus';
 import { TextTokenizer } from './tokenizer';
 import { type StageConfig, type TrainingContext, trainSft } from './trainer';
 
@@ -95,7 +99,10 @@ export async function trainStarterModel(
     unknownShare: config.unknownShare,
   });
   const texts = corpus.map((e) => e.prompt + e.response);
-  const tokenizerJson = trainByteLevelBpe(texts, { vocabSize: config.vocabSize, specialTokens: [END_OF_TEXT] });
+  const tokenizerJson = trainByteLevelBpe(texts, {
+    vocabSize: config.vocabSize,
+    specialTokens: [END_OF_TEXT],
+  });
   const tokenizer = await TextTokenizer.fromJSON(tokenizerJson, 'starter tokenizer');
   const modelConfig: ModelConfig = { ...config.model, vocabSize: tokenizer.vocabSize };
   const model = new LlamaModel(modelConfig, initParams(modelConfig, config.seed));
@@ -106,6 +113,10 @@ export async function trainStarterModel(
     target: [],
     occupationIndex: 0,
   }));
-  await trainSft(model, examples, config.training, { ...context, padId: tokenizer.eosId, steeringIds: [] });
+  await trainSft(model, examples, config.training, {
+    ...context,
+    padId: tokenizer.eosId,
+    steeringIds: [],
+  });
   return { model, tokenizer, corpus };
 }

@@ -32,13 +32,17 @@ export async function attachSteeringTokens(
 ): Promise<SteeredModel> {
   if (mode === 'digits') {
     if (categories.length > 10) {
-      throw new UserError(`Digit steering tokens cover at most 10 categories; this attribute has ${categories.length}. Use special steering tokens.`);
+      throw new UserError(
+        `Digit steering tokens cover at most 10 categories; this attribute has ${categories.length}. Use special steering tokens.`,
+      );
     }
     const tokens = categories.map((_, i) => String(i));
     const tokenIds = tokens.map((digit) => {
       const ids = tokenizer.encode(digit);
       if (ids.length !== 1) {
-        throw new UserError(`The tokenizer splits the digit "${digit}" into ${ids.length} tokens; use special steering tokens.`);
+        throw new UserError(
+          `The tokenizer splits the digit "${digit}" into ${ids.length} tokens; use special steering tokens.`,
+        );
       }
       return ids[0];
     });
@@ -66,7 +70,8 @@ export async function attachSteeringTokens(
 export function resizeVocabulary(model: LlamaModel, vocabSize: number): LlamaModel {
   const old = model.config.vocabSize;
   if (vocabSize === old) return model;
-  if (vocabSize < old) throw new UserError(`Cannot shrink the vocabulary from ${old} to ${vocabSize}.`);
+  if (vocabSize < old)
+    throw new UserError(`Cannot shrink the vocabulary from ${old} to ${vocabSize}.`);
   const extra = vocabSize - old;
   const params: Params = { ...model.params };
   const grow = (name: string, axis: 0 | 1) => {

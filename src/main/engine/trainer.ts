@@ -9,7 +9,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { CancelledError, UserError } from '../../shared/errors';
-import { epochBatches, type PackedBatch, packBatch, scoreBatch, type TrainingExample } from './batches';
+import {
+  epochBatches,
+  type PackedBatch,
+  packBatch,
+  scoreBatch,
+  type TrainingExample,
+} from './batches';
 import {
   balancedClassWeights,
   combineStageTwoLoss,
@@ -130,7 +136,11 @@ export interface StageResult {
 /** Tensors computed before the taped loss, without gradient; disposed after the step. */
 type StepConstants = Record<string, tf.Tensor>;
 type PrepareStep = (batch: PackedBatch, members: TrainingExample[]) => StepConstants;
-type StepLoss = (batch: PackedBatch, members: TrainingExample[], constants: StepConstants) => StepOutput;
+type StepLoss = (
+  batch: PackedBatch,
+  members: TrainingExample[],
+  constants: StepConstants,
+) => StepOutput;
 
 interface StepOutput {
   loss: tf.Scalar;
@@ -143,7 +153,12 @@ export function validateStageConfig(config: StageConfig, stage: TrainingStage): 
   const check = (ok: boolean, field: string, expected: string, value: unknown) => {
     if (!ok) throw new UserError(`${stage} setting ${field} must be ${expected}; got ${value}.`);
   };
-  check(Number.isInteger(config.epochs) && config.epochs >= 1, 'epochs', 'an integer >= 1', config.epochs);
+  check(
+    Number.isInteger(config.epochs) && config.epochs >= 1,
+    'epochs',
+    'an integer >= 1',
+    config.epochs,
+  );
   const minBatch = stage === 'align' ? 2 : 1;
   check(
     Number.isInteger(config.batchSize) && config.batchSize >= minBatch,
@@ -154,7 +169,12 @@ export function validateStageConfig(config: StageConfig, stage: TrainingStage): 
   check(config.learningRate > 0, 'learningRate', '> 0', config.learningRate);
   check(config.gradientClip > 0, 'gradientClip', '> 0', config.gradientClip);
   check(config.weightDecay >= 0, 'weightDecay', '>= 0', config.weightDecay);
-  check(Number.isInteger(config.checkpointEvery) && config.checkpointEvery >= 0, 'checkpointEvery', 'an integer >= 0', config.checkpointEvery);
+  check(
+    Number.isInteger(config.checkpointEvery) && config.checkpointEvery >= 0,
+    'checkpointEvery',
+    'an integer >= 0',
+    config.checkpointEvery,
+  );
 }
 
 /** Stage 1: next-token cross-entropy on the response tokens (steering token included). */
@@ -167,7 +187,9 @@ export async function trainSft(
   const desirable = examples.filter((e) => e.desirable);
   return runStage('sft', model, desirable, config, context, (batch) => {
     const scores = scoreBatch(model, batch);
-    const loss = tf.neg(tf.div(tf.sum(scores.seqLogProb), tf.sum(scores.responseTokens))) as tf.Scalar;
+    const loss = tf.neg(
+      tf.div(tf.sum(scores.seqLogProb), tf.sum(scores.responseTokens)),
+    ) as tf.Scalar;
     return { loss };
   });
 }
@@ -185,12 +207,18 @@ export async function trainAlignment(
   context: TrainingContext,
 ): Promise<StageResult> {
   const desirableCount = examples.filter((e) => e.desirable).length;
-  const weights = balancedClassWeights(desirableCount, examples.length - desirableCount, lossConfig);
+  const weights = balancedClassWeights(
+    desirableCount,
+    examples.length - desirableCount,
+    lossConfig,
+  );
   const steeringIds = context.steeringIds;
   // The reference terms carry no gradient: they are computed before the taped loss and
   // disposed after the step. KL-only training needs neither them nor the reference model.
   const prepare = (batch: PackedBatch, members: TrainingExample[]): StepConstants =>
-    lossConfig.mode === 'kl-only' ? {} : referenceTerms(policy, reference, batch, members, context.padId);
+    lossConfig.mode === 'kl-only'
+      ? {}
+      : referenceTerms(policy, reference, batch, members, context.padId);
   return runStage(
     'align',
     policy,
@@ -287,20 +315,39 @@ async function runStage(
     minRatio: config.minLearningRateRatio,
   };
   const history: TrainingStepEvent[] = [];
-  const stateAt = (step: number): TrainerState => ({ stage, step, totalSteps, optimizer: optimizer.getState() });
+  const stateAt = (step: number): TrainerState => ({
+    stage,
+    step,
+    totalSteps,
+    optimizer: optimizer.getState(),
+  });
   let step = resume?.step ?? 0;
   try {
     while (step < totalSteps) {
       const epoch = Math.floor(step / batchesPerEpoch);
-      const indices = epochBatches(examples.length, batchSize, config.seed, epoch)[step % batchesPerEpoch];
+      const indices = epochBatches(examples.length, batchSize, config.seed, epoch)[
+        step % batchesPerEpoch
+      ];
       if (context.signal?.aborted) {
         await context.saveCheckpoint?.(stateAt(step));
-        throw new CancelledError(`Training cancelled at ${stage} step ${step} of ${totalSteps}; the checkpoint of that step is saved.`);
+        throw new CancelledError(
+          `Training cancelled at ${stage} step ${step} of ${totalSteps}; the checkpoint of that step is saved.`,
+        );
       }
       const members = indices.map((i) => examples[i]);
       // Update i uses the rate after i + 1 scheduled steps, so warm-up never spends an update at 0.
       const learningRate = learningRateAt(Math.min(step + 1, totalSteps), schedule);
-      const event = trainStep(stage, model, optimizer, members, learningRate, config, context, stepLoss, prepare);
+      const event = trainStep(
+        stage,
+        model,
+        optimizer,
+        members,
+        learningRate,
+        config,
+        context,
+        stepLoss,
+        prepare,
+      );
       step += 1;
       const full: TrainingStepEvent = { ...event, step, totalSteps };
       history.push(full);
@@ -350,14 +397,26 @@ function trainStep(
   const gradientNorm = clipped.globalNorm.dataSync()[0];
   const loss = value.dataSync()[0];
   if (!Number.isFinite(loss) || !Number.isFinite(gradientNorm)) {
-    tf.dispose([value, clipped.globalNorm, ...Object.values(grads), ...Object.values(clipped.grads), ...metrics]);
+    tf.dispose([
+      value,
+      clipped.globalNorm,
+      ...Object.values(grads),
+      ...Object.values(clipped.grads),
+      ...metrics,
+    ]);
     throw new UserError(
       `${stage}: the loss or gradient became ${loss} / ${gradientNorm} at learning rate ${learningRate}; lower the learning rate.`,
     );
   }
   optimizer.step(clipped.grads, learningRate);
   const values = Object.fromEntries(kinds.map((k, i) => [k, metrics[i].dataSync()[0]]));
-  tf.dispose([value, clipped.globalNorm, ...Object.values(grads), ...Object.values(clipped.grads), ...metrics]);
+  tf.dispose([
+    value,
+    clipped.globalNorm,
+    ...Object.values(grads),
+    ...Object.values(clipped.grads),
+    ...metrics,
+  ]);
   const stepTimeMs = performance.now() - started;
   return {
     type: 'train/step',

@@ -30,7 +30,10 @@ beforeAll(async () => {
 
 describe('LlamaModel', () => {
   it('KV-cache decoding matches the full forward pass', () => {
-    for (const overrides of [{}, { architecture: 'qwen2' as const, attentionBias: true, tieWordEmbeddings: true }]) {
+    for (const overrides of [
+      {},
+      { architecture: 'qwen2' as const, attentionBias: true, tieWordEmbeddings: true },
+    ]) {
       const config = tinyConfig(overrides);
       const model = new LlamaModel(config, initParams(config, 3));
       const ids = [
@@ -39,10 +42,26 @@ describe('LlamaModel', () => {
       ];
       const full = model.forward(tf.tensor2d(ids, undefined, 'int32'));
       const cache = new KVCache(config.numLayers, 2);
-      const prefill = model.forward(tf.tensor2d(ids.map((r) => r.slice(0, 3)), undefined, 'int32'), { cache });
+      const prefill = model.forward(
+        tf.tensor2d(
+          ids.map((r) => r.slice(0, 3)),
+          undefined,
+          'int32',
+        ),
+        { cache },
+      );
       const steps = [prefill];
       for (let t = 3; t < 8; t++) {
-        steps.push(model.forward(tf.tensor2d(ids.map((r) => [r[t]]), undefined, 'int32'), { cache }));
+        steps.push(
+          model.forward(
+            tf.tensor2d(
+              ids.map((r) => [r[t]]),
+              undefined,
+              'int32',
+            ),
+            { cache },
+          ),
+        );
       }
       const incremental = tf.concat(steps, 1);
       expect(maxAbsDiff(full, incremental)).toBeLessThanOrEqual(1e-4);
@@ -70,7 +89,9 @@ describe('LlamaModel', () => {
       cache,
       positions: Int32Array.from([3, 5]),
     });
-    const aloneNext = model.forward(tf.tensor2d([[...short, 8]], undefined, 'int32'), { lastOnly: true });
+    const aloneNext = model.forward(tf.tensor2d([[...short, 8]], undefined, 'int32'), {
+      lastOnly: true,
+    });
     expect(maxAbsDiff(tf.slice(next, [0, 0, 0], [1, 1, -1]), aloneNext)).toBeLessThanOrEqual(1e-4);
     cache.dispose();
     model.dispose();
@@ -79,12 +100,35 @@ describe('LlamaModel', () => {
   it('analytic gradients match finite differences', () => {
     // Directional derivatives along a random unit direction per tensor: summing many entries
     // keeps float32 central differences accurate where single entries are dominated by rounding.
-    for (const overrides of [{}, { architecture: 'qwen2' as const, attentionBias: true, tieWordEmbeddings: true }]) {
+    for (const overrides of [
+      {},
+      { architecture: 'qwen2' as const, attentionBias: true, tieWordEmbeddings: true },
+    ]) {
       const config = tinyConfig({ numLayers: 1, vocabSize: 11, ...overrides });
       const model = new LlamaModel(config, initParams(config, 9));
-      for (const p of model.variables()) p.assign(tf.tidy(() => tf.add(tf.mul(p, 5), tf.randomNormal(p.shape, 0, 0.05, 'float32', 4))));
-      const ids = tf.tensor2d([[1, 4, 2, 7, 3], [5, 5, 0, 9, 1]], undefined, 'int32');
-      const targets = tf.oneHot(tf.tensor2d([[4, 2, 7, 3, 9], [5, 0, 9, 1, 2]], undefined, 'int32'), config.vocabSize);
+      for (const p of model.variables())
+        p.assign(
+          tf.tidy(() => tf.add(tf.mul(p, 5), tf.randomNormal(p.shape, 0, 0.05, 'float32', 4))),
+        );
+      const ids = tf.tensor2d(
+        [
+          [1, 4, 2, 7, 3],
+          [5, 5, 0, 9, 1],
+        ],
+        undefined,
+        'int32',
+      );
+      const targets = tf.oneHot(
+        tf.tensor2d(
+          [
+            [4, 2, 7, 3, 9],
+            [5, 0, 9, 1, 2],
+          ],
+          undefined,
+          'int32',
+        ),
+        config.vocabSize,
+      );
       const lossFn = () =>
         tf.tidy(() => {
           const logp = tf.logSoftmax(model.forward(ids));
@@ -109,9 +153,10 @@ describe('LlamaModel', () => {
         const numeric = (probe(h) - probe(-h)) / (2 * h);
         variable.assign(original);
         tf.dispose([original, direction]);
-        expect(Math.abs(numeric - analytic), `${config.architecture} ${name}: numeric ${numeric}, analytic ${analytic}`).toBeLessThanOrEqual(
-          1e-3 + 2e-2 * Math.abs(numeric),
-        );
+        expect(
+          Math.abs(numeric - analytic),
+          `${config.architecture} ${name}: numeric ${numeric}, analytic ${analytic}`,
+        ).toBeLessThanOrEqual(1e-3 + 2e-2 * Math.abs(numeric));
       }
       tf.dispose(Object.values(grads));
       model.dispose();
