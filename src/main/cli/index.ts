@@ -9,17 +9,24 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { listDatasets } from '../engine/datasets';
 import { STAGE_TWO_MODES } from '../engine/losses';
-import { RUN_DEFAULTS, type RunEvent, type RunOptions, runPipeline } from '../engine/pipeline';
+import {
+  MAX_ROUNDS,
+  RUN_DEFAULTS,
+  type RunEvent,
+  type RunOptions,
+  runPipeline,
+} from '../engine/pipeline';
 import { createBar, formatStep } from './progress';
 import { runCli } from './run-cli';
 
 const DEFAULT_MODEL = 'resources/starter-model';
 
-function integer(name: string, min: number) {
+function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < min) {
-      throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${value}".`);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+      throw new InvalidArgumentError(`${name} must be an integer ${range}, got "${value}".`);
     }
     return n;
   };
@@ -50,10 +57,15 @@ function addRunOptions(command: Command, training: boolean): Command {
       '--target <target>',
       'target distribution: real, uniform, or a CSV file of shares or counts',
     )
-    .option('--rounds <n>', 'responses sampled per occupation', integer('--rounds', 1), d.rounds)
+    .option(
+      '--rounds <n>',
+      'responses sampled per occupation',
+      integer('--rounds', 1, MAX_ROUNDS),
+      d.rounds,
+    )
     .option(
       '--seed <n>',
-      'seed of sampling, example order and training',
+      'seed of sampling, example order and training; sampling after training uses seed + 1',
       integer('--seed', 0),
       d.seed,
     )

@@ -5,7 +5,7 @@ import { type BackendInfo, describeBackend, selectBackend } from '../engine/back
 export const EXIT = { ok: 0, user: 1, bug: 2, cancelled: 130 } as const;
 
 /**
- * Runs a CLI body with an AbortSignal tied to Ctrl-C. The first Ctrl-C asks the work to stop
+ * Runs a CLI body with an AbortSignal tied to Ctrl-C. The first Ctrl-C requests the work to stop
  * cleanly (training saves its checkpoint); a second one exits at once. Errors print as one
  * message line, never as a stack trace, except internal bugs.
  */

@@ -261,7 +261,7 @@ export async function trainAlignment(
 }
 
 /**
- * The KTO inputs that carry no gradient: the reference log-probs of the batch, and policy and
+ * Computes the KTO inputs that carry no gradient: the reference log-probs of the batch, and policy and
  * reference log-probs of the mismatched pairs (prompt i with response i+1 mod B) behind z0.
  * The caller owns the returned tensors [B].
  */
@@ -433,7 +433,7 @@ function trainStep(
   };
 }
 
-/** A frozen copy of `model` for the KTO reference: same weights, not trainable. Caller disposes it. */
+/** Copies `model` into a frozen KTO reference: same weights, not trainable. The caller disposes it. */
 export function frozenCopy(model: LlamaModel): LlamaModel {
   const params: Record<string, tf.Variable> = {};
   for (const [name, p] of Object.entries(model.params)) {
