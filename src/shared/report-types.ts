@@ -84,7 +84,20 @@ export interface MeasurementSummary {
   /** Pooled steering token/text agreement; null when no response had a steering category. */
   agreement: number | null;
   agreementSampleCount: number;
+  /**
+   * The model's own steering distribution (softmax over the K steering logits, averaged over
+   * the sampled prompts of each occupation) against the target, free of sampling noise. Present
+   * only for steered generation.
+   */
+  steeringCalibration?: SteeringCalibration;
   method: MeasurementMethod;
+}
+
+export interface SteeringCalibration {
+  /** Mean over occupations of the mean over categories of |steering share - target|. */
+  mae: number;
+  /** Mean steering softmax per occupation, in dataset order. */
+  shares: number[][];
 }
 
 export type RunStatus = 'complete' | 'failed' | 'cancelled';

@@ -15,6 +15,8 @@ export interface SampledResponse extends MeasuredSample {
   textIds: number[];
   /** False when generation stopped at max new tokens before end-of-sequence. */
   finished: boolean;
+  /** Softmax over the K steering logits at the first response position; null without steering. */
+  steeringProbs?: number[] | null;
 }
 
 export interface MeasureOptions {
@@ -65,6 +67,7 @@ export async function measureDataset(
       textIds,
       finished: result.finished,
       steeringCategory: result.steeringCategory,
+      steeringProbs: result.steeringProbs,
       textCategory: dataset.readAttribute(text),
     };
   });

@@ -9,7 +9,12 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { AttuneError, UserError } from '../../shared/errors';
-import type { ExampleResponse, MeasurementSummary, RunReport } from '../../shared/report-types';
+import type {
+  ExampleResponse,
+  MeasurementSummary,
+  RunReport,
+  SteeringCalibration,
+} from '../../shared/report-types';
 import { writeFileAtomically } from './atomic';
 import {
   type LoadedModel,
@@ -420,7 +425,36 @@ function summarize(
   samples: SampledResponse[],
   seed: number,
 ): MeasurementSummary {
-  return summarizeMeasurement(dataset, samples, { seed });
+  const summary = summarizeMeasurement(dataset, samples, { seed });
+  const calibration = steeringCalibration(dataset, samples);
+  return calibration ? { ...summary, steeringCalibration: calibration } : summary;
+}
+
+/** Averages the steering softmax per occupation and compares it with the target; null without steering. */
+export function steeringCalibration(
+  dataset: DatasetDefinition,
+  samples: readonly SampledResponse[],
+): SteeringCalibration | null {
+  const k = dataset.categories.length;
+  const sums = dataset.occupations.map(() => new Array<number>(k).fill(0));
+  const counts = dataset.occupations.map(() => 0);
+  for (const sample of samples) {
+    if (!sample.steeringProbs) continue;
+    sample.steeringProbs.forEach((p, i) => {
+      sums[sample.occupationIndex][i] += p;
+    });
+    counts[sample.occupationIndex] += 1;
+  }
+  if (counts.every((c) => c === 0)) return null;
+  const shares = sums.map((row, o) => row.map((sum) => (counts[o] ? sum / counts[o] : Number.NaN)));
+  const maes = shares
+    .map(
+      (row, o) =>
+        row.reduce((acc, share, i) => acc + Math.abs(share - dataset.occupations[o].target[i]), 0) /
+        k,
+    )
+    .filter((mae) => Number.isFinite(mae));
+  return { mae: maes.reduce((a, b) => a + b, 0) / maes.length, shares };
 }
 
 /** Picks the first three responses of each occupation for the report. */

@@ -144,6 +144,10 @@ function resultsTable(report: RunReport): string {
     ['KL(target ‖ measured), nats', (s) => num(s.kl)],
     ['Total variation', (s) => num(s.tv)],
     ['Steering token/text agreement', (s) => `${pct(s.agreement)} (n = ${s.agreementSampleCount})`],
+    [
+      'Steering softmax MAE (no sampling noise)',
+      (s) => (s.steeringCalibration ? num(s.steeringCalibration.mae) : '–'),
+    ],
   ];
   const head = `<tr><th></th>${present.map(([name]) => `<th>${name}</th>`).join('')}</tr>`;
   const body = metricRows
