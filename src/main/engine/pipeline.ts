@@ -161,7 +161,8 @@ async function isAbandonedRun(outDir: string, entries: string[]): Promise<boolea
   const text = await fs.readFile(path.join(outDir, 'report.json'), 'utf8').catch(() => null);
   if (text === null) return entries.length === 1 && entries[0] === 'report.html';
   try {
-    return (JSON.parse(text) as RunReport).status !== 'complete';
+    const status = (JSON.parse(text) as Partial<RunReport>).status;
+    return status === 'failed' || status === 'cancelled';
   } catch {
     return false;
   }

@@ -141,7 +141,9 @@ describe('LlamaModel', () => {
           const u = tf.randomNormal(variable.shape, 0, 1, 'float32', name.length);
           return tf.div(u, tf.norm(u));
         });
-        const analytic = tf.tidy(() => tf.sum(tf.mul(grads[name], direction)).dataSync()[0]);
+        const analytic = tf.tidy(
+          () => tf.sum(tf.mul(grads[variable.name], direction)).dataSync()[0],
+        );
         const h = 1e-2;
         const probe = (delta: number) => {
           variable.assign(tf.tidy(() => tf.add(original, tf.mul(direction, delta))));

@@ -171,6 +171,17 @@ describe('prepareRun', () => {
     );
   });
 
+  it('reuses a folder holding only a failed report', async () => {
+    const failed = options('failed-before-sampling');
+    await fs.mkdir(failed.outDir, { recursive: true });
+    await fs.writeFile(path.join(failed.outDir, 'report.json'), '{"status": "failed"}');
+    await expect(prepareRun(failed), 'failed report').resolves.toBeDefined();
+    const complete = options('complete-report');
+    await fs.mkdir(complete.outDir, { recursive: true });
+    await fs.writeFile(path.join(complete.outDir, 'report.json'), '{"status": "complete"}');
+    await expect(prepareRun(complete), 'complete report').rejects.toThrow(/is not empty/);
+  });
+
   it('rejects resume without a run', async () => {
     const run = options('nothing-to-resume', { resume: true });
     await expect(prepareRun(run), 'message').rejects.toThrow(
@@ -181,7 +192,7 @@ describe('prepareRun', () => {
   it('rejects bad settings naming them', async () => {
     const cases: [Partial<RunOptions>, RegExp][] = [
       [{ datasetId: 'nope' }, /Unknown dataset "nope". Known datasets: us-gender/],
-      [{ rounds: 0 }, /rounds must be a positive integer, got 0/],
+      [{ rounds: 0 }, /rounds must be an integer from 1 to 100000, got 0/],
       [{ sampling: { ...options('x').sampling, topP: 2 } }, /top-p must be in \(0, 1\], got 2/],
       [
         { align: { ...options('x').align, batchSize: 1 } },
