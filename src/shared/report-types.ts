@@ -163,6 +163,8 @@ export interface RunReport {
   /** Measurement after training; absent for a measurement-only run or one that failed. */
   after?: MeasurementSummary;
   trainingHistory: TrainingHistoryRow[];
+  /** Problems a complete run still shows, e.g. degraded text after training; empty when none. */
+  warnings?: string[];
   examples: ExampleResponse[];
   /** Wall-clock durations in milliseconds, by phase name (e.g. samplingBefore, training). */
   timingsMs: Record<string, number>;

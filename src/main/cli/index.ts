@@ -208,7 +208,10 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
 }
 
 /** Progress bars per phase, built from the same events the desktop app receives. */
-function createProgressPrinter(json: boolean): {
+function createProgressPrinter(
+  json: boolean,
+  mode: string,
+): {
   print: (event: RunEvent) => void;
   close: () => void;
 } {
@@ -235,7 +238,7 @@ function createProgressPrinter(json: boolean): {
     } else if (event.type === 'sample/progress') {
       ensureBar(`sample-${event.phase}`, `sampling ${event.phase}`, event.total).update(event.done);
     } else {
-      const label = event.stage === 'sft' ? 'stage 1 (SFT)' : 'stage 2 (KL+KTO)';
+      const label = event.stage === 'sft' ? 'stage 1 (SFT)' : `stage 2 (${mode})`;
       ensureBar(`train-${event.stage}`, label, event.totalSteps).update(
         event.step,
         formatStep(event),
@@ -256,13 +259,29 @@ function describe(
 }
 
 async function execute(options: RunOptions, json: boolean, signal: AbortSignal): Promise<number> {
-  const printer = createProgressPrinter(json);
+  const printer = createProgressPrinter(json, options.loss.mode);
   const result = await runPipeline(options, { onEvent: printer.print, signal }).finally(
     printer.close,
   );
   const { report } = result;
-  process.stdout.write(`\nbefore: ${describe(report.before)}\n`);
+  if (json) {
+    const summary = {
+      type: 'result',
+      status: report.status,
+      before: report.before?.mae ?? null,
+      after: report.after?.mae ?? null,
+      warnings: report.warnings ?? [],
+      report: result.jsonPath,
+      html: result.htmlPath,
+      model: result.modelDir,
+    };
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+    return 0;
+  }
+  const label = options.measureOnly ? 'measured' : 'before';
+  process.stdout.write(`\n${label}: ${describe(report.before)}\n`);
   if (!options.measureOnly) process.stdout.write(`after:  ${describe(report.after)}\n`);
+  for (const warning of report.warnings ?? []) process.stdout.write(`warning: ${warning}\n`);
   process.stdout.write(`report: ${result.htmlPath}\n        ${result.jsonPath}\n`);
   if (result.modelDir) process.stdout.write(`model:  ${result.modelDir}\n`);
   return 0;

@@ -138,6 +138,12 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
   validateSampling({ ...options.sampling, seed: options.seed });
   validateStageConfig(options.sft, 'sft');
   validateStageConfig(options.align, 'align');
+  const outStat = await fs.stat(options.outDir).catch(() => null);
+  if (outStat && !outStat.isDirectory()) {
+    throw new UserError(
+      `Output folder ${options.outDir} is a file; choose a folder path for --out.`,
+    );
+  }
   const entries = await fs.readdir(options.outDir).catch(() => [] as string[]);
   if (!options.resume && entries.length > 0 && !(await isAbandonedRun(options.outDir, entries))) {
     throw new UserError(
@@ -149,6 +155,11 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
       `Cannot resume: ${options.outDir} contains no run (before-samples.json is missing).`,
     );
   }
+  if (options.resume && (await reportStatus(options.outDir)) === 'complete') {
+    throw new UserError(
+      `Cannot resume: the run in ${options.outDir} is complete, and its report is kept as it is.`,
+    );
+  }
   return { dataset };
 }
 
@@ -158,13 +169,18 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
  */
 async function isAbandonedRun(outDir: string, entries: string[]): Promise<boolean> {
   if (!entries.every((e) => e === 'report.json' || e === 'report.html')) return false;
+  const status = await reportStatus(outDir);
+  return status === 'failed' || status === 'cancelled';
+}
+
+/** Reads the status of `outDir/report.json`; null when it is missing or unreadable. */
+async function reportStatus(outDir: string): Promise<string | null> {
   const text = await fs.readFile(path.join(outDir, 'report.json'), 'utf8').catch(() => null);
-  if (text === null) return entries.length === 1 && entries[0] === 'report.html';
+  if (text === null) return null;
   try {
-    const status = (JSON.parse(text) as Partial<RunReport>).status;
-    return status === 'failed' || status === 'cancelled';
+    return (JSON.parse(text) as Partial<RunReport>).status ?? null;
   } catch {
-    return false;
+    return null;
   }
 }
 
@@ -272,6 +288,7 @@ export async function runPipeline(
     );
     report.after = summarize(dataset, after, options.seed);
     report.examples.push(...pickExamples(dataset, after, 'after'));
+    report.warnings = qualityWarnings(report.before, report.after);
     report.status = 'complete';
     return await finish(options, report, modelOut);
   } catch (error) {
@@ -457,6 +474,41 @@ export function steeringCalibration(
     .filter((mae) => Number.isFinite(mae));
   return { mae: maes.reduce((a, b) => a + b, 0) / maes.length, shares };
 }
+
+/**
+ * Flags a trained model whose text degraded: more answers that name no category (the reader
+ * leaves them out of MAE, so MAE alone can look better), or steering tokens the text ignores.
+ */
+export function qualityWarnings(
+  before: MeasurementSummary | undefined,
+  after: MeasurementSummary,
+): string[] {
+  const warnings: string[] = [];
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const unknownAfter = after.unknownShare ?? 0;
+  const unknownBefore = before?.unknownShare ?? 0;
+  if (unknownAfter > MAX_UNKNOWN_SHARE && unknownAfter > unknownBefore + MAX_UNKNOWN_SHARE) {
+    warnings.push(
+      `${pct(unknownAfter)} of the answers after training name no category (before: ${pct(unknownBefore)}); MAE leaves them out, so read the example responses before trusting it. Train on more rounds or with a lower learning rate.`,
+    );
+  }
+  const k = after.categories.length;
+  if (after.agreement !== null && after.agreement < MIN_AGREEMENT) {
+    warnings.push(
+      `Steering token/text agreement after training is ${pct(after.agreement)} (chance is ${pct(1 / k)}); the text does not follow the steering token. Train stage 1 longer.`,
+    );
+  }
+  if (after.measuredOccupationCount < after.occupations.length) {
+    warnings.push(
+      `${after.occupations.length - after.measuredOccupationCount} occupations had no answer naming a category after training.`,
+    );
+  }
+  return warnings;
+}
+
+/** Thresholds of `qualityWarnings`: the limits the starter model's runs are held to. */
+const MAX_UNKNOWN_SHARE = 0.05;
+const MIN_AGREEMENT = 0.9;
 
 /** Picks the first three responses of each occupation for the report. */
 function pickExamples(

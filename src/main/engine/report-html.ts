@@ -72,7 +72,13 @@ function statusWord(report: RunReport): string {
 function statusBanner(report: RunReport): string {
   if (report.status === 'complete') {
     const scope = report.after ? 'before and after training' : 'measurement only, no training';
-    return `<div class="banner ok">Run complete (${scope}).</div>`;
+    const warnings = report.warnings ?? [];
+    if (warnings.length === 0) return `<div class="banner ok">Run complete (${scope}).</div>`;
+    const items = warnings.map((w) => `<li>${e(w)}</li>`).join('');
+    return (
+      `<div class="banner bad" role="alert"><strong>Run complete (${scope}), with warnings.</strong>` +
+      `<ul>${items}</ul></div>`
+    );
   }
   const verb = report.status === 'failed' ? 'FAILED' : 'CANCELLED';
   const message = report.error ? `<div class="error">${e(report.error)}</div>` : '';

@@ -75,7 +75,7 @@ export async function generate(
   const longest = Math.max(0, ...prompts.map((p) => p.length));
   if (longest + options.maxNewTokens > model.config.maxPositions) {
     throw new UserError(
-      `A prompt of ${longest} tokens plus ${options.maxNewTokens} new tokens exceeds the model's ${model.config.maxPositions} positions; shorten the prompt or lower max new tokens.`,
+      `A prompt of ${longest} tokens plus ${options.maxNewTokens} new tokens exceeds the model's ${model.config.maxPositions} positions; set max new tokens to at most ${Math.max(0, model.config.maxPositions - longest)}.`,
     );
   }
   const results: GenerationResult[] = [];
