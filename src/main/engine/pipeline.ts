@@ -337,6 +337,14 @@ async function trainStages(
   };
   const save = (stageModel: LlamaModel) => (state: TrainerState) =>
     saveTrainingCheckpoint(runDir, stageModel, tokenizer, meta, state).then(() => undefined);
+  const trainingContext = (resumeFrom: TrainerState | undefined) => ({
+    padId: tokenizer.eosId,
+    steeringIds: steering.tokenIds,
+    onStep,
+    signal,
+    resume: resumeFrom,
+    saveCheckpoint: save(policy),
+  });
   const stage1Dir = path.join(runDir, 'stage1-model');
   if (!resume || resume.stage === 'sft') {
     emit({ type: 'phase', phase: 'sft', message: 'stage 1: supervised fine-tuning' });
@@ -344,14 +352,7 @@ async function trainStages(
       policy,
       examples,
       { ...options.sft, seed: options.seed },
-      {
-        padId: tokenizer.eosId,
-        steeringIds: steering.tokenIds,
-        onStep,
-        signal,
-        resume,
-        saveCheckpoint: save(policy),
-      },
+      trainingContext(resume),
     );
     await saveModelFolder(stage1Dir, policy, tokenizer, meta);
     resume = undefined;
@@ -365,14 +366,7 @@ async function trainStages(
       examples,
       { ...options.align, seed: options.seed },
       options.loss,
-      {
-        padId: tokenizer.eosId,
-        steeringIds: steering.tokenIds,
-        onStep,
-        signal,
-        resume,
-        saveCheckpoint: save(policy),
-      },
+      trainingContext(resume),
     );
   } finally {
     reference.dispose();

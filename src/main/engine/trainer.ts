@@ -396,7 +396,7 @@ function trainStep(
   const clipped = clipByGlobalNorm(named, config.gradientClip);
   const gradientNorm = clipped.globalNorm.dataSync()[0];
   const loss = value.dataSync()[0];
-  if (!Number.isFinite(loss) || !Number.isFinite(gradientNorm)) {
+  const disposeStep = () =>
     tf.dispose([
       value,
       clipped.globalNorm,
@@ -404,19 +404,15 @@ function trainStep(
       ...Object.values(clipped.grads),
       ...metrics,
     ]);
+  if (!Number.isFinite(loss) || !Number.isFinite(gradientNorm)) {
+    disposeStep();
     throw new UserError(
       `${stage}: the loss or gradient became ${loss} / ${gradientNorm} at learning rate ${learningRate}; lower the learning rate.`,
     );
   }
   optimizer.step(clipped.grads, learningRate);
   const values = Object.fromEntries(kinds.map((k, i) => [k, metrics[i].dataSync()[0]]));
-  tf.dispose([
-    value,
-    clipped.globalNorm,
-    ...Object.values(grads),
-    ...Object.values(clipped.grads),
-    ...metrics,
-  ]);
+  disposeStep();
   const stepTimeMs = performance.now() - started;
   return {
     type: 'train/step',
