@@ -105,7 +105,7 @@ function json(value: unknown): string {
 function modelList(report: RunReport): string {
   const { model } = report;
   return definitionList([
-    ['Weights file', `<code>${e(model.path)}</code>`],
+    ['Model folder', `<code>${e(model.path)}</code>`],
     ['SHA-256', `<code>${e(model.sha256)}</code>`],
     ['Parameters', e(model.parameterCount.toLocaleString('en-US'))],
     ['Configuration', json(model.config)],
