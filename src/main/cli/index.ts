@@ -293,7 +293,7 @@ runCli(async (signal) => {
     .description(
       'Attune Studio from a terminal: measure and fix distributional bias in language models.',
     )
-    .showHelpAfterError();
+    .showHelpAfterError('(run with --help for the options)');
   let exitCode = 0;
   addRunOptions(
     program
