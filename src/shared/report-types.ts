@@ -138,10 +138,16 @@ export interface RunReport {
     path: string;
     /** SHA-256 of the weights file, lower-case hex. */
     sha256: string;
+    /** SHA-256 of tokenizer.json, lower-case hex. */
+    tokenizerSha256?: string;
     parameterCount: number;
     /** Architecture summary: layer count, width, heads, vocabulary size and so on. */
     config: Record<string, unknown>;
   };
+  /** The model training wrote, steering tokens included; absent when no training finished. */
+  trainedModel?: { path: string; sha256: string; tokenizerSha256: string };
+  /** TensorFlow.js backend the run computed on, e.g. wasm. */
+  backend?: string;
   dataset: {
     id: string;
     title: string;

@@ -6,8 +6,10 @@
  * cleanly (training saves a checkpoint first). A run folder can be resumed from its newest
  * checkpoint. A failed or cancelled run still writes a report, marked as such.
  */
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import { AttuneError, UserError } from '../../shared/errors';
 import type {
   ExampleResponse,
@@ -197,6 +199,7 @@ export async function runPipeline(
   const input = await loadModelFolder(options.modelDir);
   await fs.mkdir(options.outDir, { recursive: true });
   const report = emptyReport(options, dataset, input);
+  report.model.tokenizerSha256 = await sha256OfFile(path.join(input.dir, 'tokenizer.json'));
   const timings = report.timingsMs;
   const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
     const started = performance.now();
@@ -274,6 +277,11 @@ export async function runPipeline(
     current = { model: trained, tokenizer: steered.tokenizer };
     modelOut = path.join(options.outDir, 'model');
     await saveModelFolder(modelOut, trained, steered.tokenizer, meta);
+    report.trainedModel = {
+      path: modelOut,
+      sha256: await sha256OfFile(path.join(modelOut, 'model.safetensors')),
+      tokenizerSha256: await sha256OfFile(path.join(modelOut, 'tokenizer.json')),
+    };
     phase(
       'measure-after',
       `sampling ${options.rounds} responses per occupation from the trained model`,
@@ -552,6 +560,7 @@ function emptyReport(
       categories: dataset.categories,
       target: dataset.target,
     },
+    backend: tf.getBackend(),
     settings: {
       rounds: options.rounds,
       seed: options.seed,
@@ -564,6 +573,12 @@ function emptyReport(
     examples: [],
     timingsMs: {},
   };
+}
+
+async function sha256OfFile(file: string): Promise<string> {
+  return createHash('sha256')
+    .update(await fs.readFile(file))
+    .digest('hex');
 }
 
 async function finish(

@@ -102,11 +102,25 @@ function json(value: unknown): string {
   return `<pre>${e(JSON.stringify(value, null, 2))}</pre>`;
 }
 
+/** Definition rows for the values that are present, as code. */
+function optionalRows(rows: [string, string | undefined][]): [string, string][] {
+  return rows.flatMap(([label, value]) =>
+    value === undefined ? [] : [[label, `<code>${e(value)}</code>`] as [string, string]],
+  );
+}
+
 function modelList(report: RunReport): string {
   const { model } = report;
   return definitionList([
     ['Model folder', `<code>${e(model.path)}</code>`],
     ['SHA-256', `<code>${e(model.sha256)}</code>`],
+    ...optionalRows([
+      ['Tokenizer SHA-256', model.tokenizerSha256],
+      ['Trained model folder', report.trainedModel?.path],
+      ['Trained SHA-256', report.trainedModel?.sha256],
+      ['Trained tokenizer SHA-256', report.trainedModel?.tokenizerSha256],
+      ['Backend', report.backend],
+    ]),
     ['Parameters', e(model.parameterCount.toLocaleString('en-US'))],
     ['Configuration', json(model.config)],
   ]);

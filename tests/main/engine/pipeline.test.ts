@@ -96,6 +96,12 @@ describe('runPipeline', () => {
       '<|gender:male|>',
       '<|gender:female|>',
     ]);
+    expect(report.trainedModel?.sha256, 'trained weights hash').toBe(trained.weightsSha256);
+    expect(report.trainedModel?.tokenizerSha256, 'trained tokenizer hash').toMatch(
+      /^[0-9a-f]{64}$/,
+    );
+    expect(report.model.tokenizerSha256, 'input tokenizer hash').toMatch(/^[0-9a-f]{64}$/);
+    expect(report.backend, 'backend recorded').toMatch(/^(tensorflow|wasm|cpu)$/);
     expect(trained.model.config.vocabSize, 'vocabulary grown by two').toBe(
       (report.model.config.vocabSize as number) + 2,
     );
