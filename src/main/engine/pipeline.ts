@@ -263,6 +263,7 @@ export async function runPipeline(
       training: report.settings.training,
       description: `Aligned by Attune ${ATTUNE_VERSION} on ${dataset.id} (${dataset.target.kind} target) from ${input.dir}`,
     };
+    if (options.resume) report.trainingHistory.push(...(await historyBeforeResume(options.outDir)));
     const trained = await timed('training', () =>
       trainStages(
         options,
@@ -573,6 +574,27 @@ function emptyReport(
     examples: [],
     timingsMs: {},
   };
+}
+
+/**
+ * Returns the steps of the interrupted run up to its newest checkpoint, from the report it
+ * wrote, so the resumed report shows the whole training history.
+ */
+async function historyBeforeResume(outDir: string): Promise<RunReport['trainingHistory']> {
+  const latest = await readLatestCheckpoint(outDir);
+  const text = await fs.readFile(path.join(outDir, 'report.json'), 'utf8').catch(() => null);
+  if (!latest || text === null) return [];
+  let rows: RunReport['trainingHistory'];
+  try {
+    rows = (JSON.parse(text) as RunReport).trainingHistory ?? [];
+  } catch {
+    return [];
+  }
+  return rows.filter((row) =>
+    latest.stage === 'align'
+      ? row.stage === 'sft' || row.step <= latest.step
+      : row.stage === 'sft' && row.step <= latest.step,
+  );
 }
 
 async function sha256OfFile(file: string): Promise<string> {

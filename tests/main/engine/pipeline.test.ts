@@ -136,6 +136,8 @@ describe('runPipeline', () => {
     expect(diff, 'max abs diff to the uninterrupted run').toBe(0);
     const fullReport = await readReport(full);
     expect(resumed.after?.mae, 'MAE after training').toBe(fullReport.after?.mae);
+    const steps = (r: RunReport) => r.trainingHistory.map((h) => `${h.stage}:${h.step}`);
+    expect(steps(resumed), 'whole training history after resume').toEqual(steps(fullReport));
   });
 
   it('measures only, without training', async () => {
