@@ -82,9 +82,10 @@ export interface RunOptions {
  * - Stage 1 runs 4 epochs at 1.5e-3. After 2 epochs at 5e-4 the text ignored the steering
  *   token (steering token/text agreement 52% on us-gender); after 4 at 1.5e-3 it was 99%.
  * - Stage 2 uses KTO beta 1 and KL weight 4 instead of the reference's 0.1 and 1. With beta
- *   0.1 the KTO rewards keep growing until, at any learning rate that calibrates the steering
- *   tokens within 2 epochs (3e-5 and up), the text after a counter-stereotypical token turns
- *   into noise (31 to 37% of responses named no gender). Beta 1 bounds the rewards near 3 nats.
+ *   0.1 the KTO rewards keep growing. At every learning rate that calibrates the steering
+ *   tokens within 2 epochs (3e-5 and up), the text after a counter-stereotypical token then
+ *   turned into noise, and 31 to 37% of responses named no gender. Beta 1 bounds the rewards
+ *   near 3 nats.
  *   With KL weight 1, KTO's pull towards the starter's own (stereotyped) steering choices left
  *   the steering softmax 0.041 (uniform target) and 0.021 (real) from the target in MAE;
  *   with weight 4 it is 0.011 and 0.005.
@@ -414,7 +415,7 @@ async function measureOrReuse(
         samples: SampledResponse[];
       };
       if (saved.datasetId !== dataset.id || !Array.isArray(saved.samples)) {
-        throw new Error(`it holds samples of dataset ${saved.datasetId}, not ${dataset.id}`);
+        throw new Error(`it contains samples of dataset ${saved.datasetId}, not ${dataset.id}`);
       }
       return saved.samples;
     } catch (error) {
