@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 
-/** A terminal progress bar with a label and free-form metrics after the counts. */
+/** Starts a terminal progress bar with a label and free-form metrics after the counts. */
 export function createBar(label: string, total: number) {
   const bar = new cliProgress.SingleBar(
     {

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 /** Outcome of backend selection, logged once at start. */
 export interface BackendInfo {
   name: string;
-  /** Why each earlier candidate was skipped, in the order tried. */
+  /** Reason each earlier candidate was skipped, in the order tried. */
   skipped: { candidate: string; reason: string }[];
 }
 

@@ -11,7 +11,7 @@
  * the Hugging Face [out, in] layout and transpose at the boundary.
  */
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '../../shared/errors';
+import { invariant, UserError } from '../../shared/errors';
 import { embed, linear, matMul, rmsNorm, rotateHalfMatrix } from './ops';
 
 export interface ModelConfig {
@@ -37,7 +37,7 @@ export type Params = Record<string, tf.Variable>;
 export class KVCache {
   keys: (tf.Tensor4D | null)[];
   values: (tf.Tensor4D | null)[];
-  /** Which key positions hold real tokens, per row, as 0/1; grows with each step. */
+  /** Mask per row of the key positions that hold real tokens (1) or padding (0), growing each step. */
   keyValid: Uint8Array[];
 
   constructor(numLayers: number, batchSize: number) {
@@ -318,13 +318,16 @@ function splitRows(flat: Uint8Array, batch: number, time: number): Uint8Array[] 
 }
 
 function appendValid(cache: KVCache, tokenValid: Uint8Array, batch: number, time: number) {
+  invariant(
+    cache.keyValid.length === batch,
+    () => `KV cache holds ${cache.keyValid.length} rows, the batch has ${batch}`,
+  );
   cache.keyValid = cache.keyValid.map((row, b) => {
     const grown = new Uint8Array(row.length + time);
     grown.set(row);
     grown.set(tokenValid.subarray(b * time, (b + 1) * time), row.length);
     return grown;
   });
-  if (cache.keyValid.length !== batch) throw new UserError('KV cache batch size does not match.');
 }
 
 /**

@@ -142,6 +142,8 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
   validateSampling({ ...options.sampling, seed: options.seed });
   validateStageConfig(options.sft, 'sft');
   validateStageConfig(options.align, 'align');
+
+  // The output folder: never a file, and never a folder with results unless resuming.
   const outStat = await fs.stat(options.outDir).catch(() => null);
   if (outStat && !outStat.isDirectory()) {
     throw new UserError(
@@ -154,6 +156,7 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
       `Output folder ${options.outDir} is not empty; choose a new --out folder, or pass --resume to continue the run in it.`,
     );
   }
+
   if (options.resume && !entries.includes('before-samples.json')) {
     throw new UserError(
       `Cannot resume: ${options.outDir} contains no run (before-samples.json is missing).`,
@@ -481,7 +484,7 @@ export function steeringCalibration(
 }
 
 /**
- * Flags a trained model whose text degraded: more answers that name no category (the reader
+ * Flags a trained model whose text degraded: more responses that name no category (the reader
  * leaves them out of MAE, so MAE alone can look better), or steering tokens the text ignores.
  */
 export function qualityWarnings(

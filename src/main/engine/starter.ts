@@ -1,5 +1,5 @@
 /**
- * The starter model: a small Llama-style decoder trained from scratch on generated answers about
+ * The starter model: a small Llama-style decoder trained from scratch on generated responses about
  * occupations, with a byte-level BPE tokenizer trained on the same corpus. Its gender choices
  * follow a stereotype-amplified version of real shares, so it has a bias for the studio to fix.
  */
@@ -18,11 +18,11 @@ import { type StageConfig, type TrainingContext, trainSft } from './trainer';
 
 export interface StarterConfig {
   seed: number;
-  /** Generated answers per occupation. */
+  /** Generated responses per occupation. */
   examplesPerOccupation: number;
   /** Logit scale of the real female share; the corpus share is p^g / (p^g + (1-p)^g). */
   gamma: number;
-  /** Share of answers that state no gender. */
+  /** Share of responses that state no gender. */
   unknownShare: number;
   /** BPE vocabulary size, special tokens included. */
   vocabSize: number;

@@ -299,13 +299,14 @@ async function runStage(
   const batchSize = Math.min(config.batchSize, examples.length);
   const batchesPerEpoch = Math.floor(examples.length / batchSize);
   const totalSteps = batchesPerEpoch * config.epochs;
-  const optimizer = new AdamW(model.params, { weightDecay: config.weightDecay });
   const resume = context.resume?.stage === stage ? context.resume : undefined;
   if (resume && resume.totalSteps !== totalSteps) {
     throw new UserError(
       `Cannot resume ${stage}: the checkpoint was made for ${resume.totalSteps} steps, the current settings give ${totalSteps}. Resume with the settings of the original run.`,
     );
   }
+
+  const optimizer = new AdamW(model.params, { weightDecay: config.weightDecay });
   if (resume) optimizer.setState(resume.optimizer);
   const schedule = {
     peak: config.learningRate,

@@ -6,12 +6,13 @@ import { qualityWarnings } from '../../../src/main/engine/pipeline';
 
 const dataset = loadDataset('us-gender');
 
-/** Ten answers per occupation: `unknown` of them name nothing, the rest follow `steering`. */
+/** Ten responses per occupation: `unknown` of them name nothing, the rest agree or disagree with the steering token. */
 function summary(unknown: number, agree: boolean) {
   const samples: MeasuredSample[] = dataset.occupations.flatMap((_, o) =>
     Array.from({ length: 10 }, (_, round) => {
       const steeringCategory = round % 2;
-      const textCategory = round < unknown ? null : agree ? steeringCategory : 1 - steeringCategory;
+      let textCategory: number | null = agree ? steeringCategory : 1 - steeringCategory;
+      if (round < unknown) textCategory = null;
       const text = textCategory === null ? 'nothing' : dataset.categories[textCategory];
       return { occupationIndex: o, round, prompt: '', text, steeringCategory, textCategory };
     }),
