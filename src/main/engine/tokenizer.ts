@@ -31,6 +31,21 @@ interface TokenizerJson {
   [field: string]: unknown;
 }
 
+/**
+ * Roles of special tokens, as tokenizer_config.json or GGUF metadata state them. Models trained
+ * here use `<|endoftext|>` as end of sequence and no BOS; imported models bring their own.
+ */
+export interface TokenizerOptions {
+  /** End-of-sequence token text; defaults to `<|endoftext|>`. */
+  eosToken?: string;
+  /** Beginning-of-sequence token text, when the model has one. */
+  bosToken?: string;
+  /** Whether a prompt starts with the BOS token (Llama SentencePiece models do). */
+  addBosToken?: boolean;
+  /** Jinja chat template, when the model ships one. */
+  chatTemplate?: string;
+}
+
 export class TextTokenizer {
   /** One more than the largest id, added tokens included. */
   readonly vocabSize: number;
@@ -41,6 +56,7 @@ export class TextTokenizer {
     private readonly inner: Tokenizer,
     /** File path or description used in error messages. */
     readonly source: string,
+    readonly options: Readonly<TokenizerOptions>,
   ) {
     let maxId = -1;
     for (const id of inner.get_vocab(true).values()) maxId = Math.max(maxId, id);
@@ -55,7 +71,11 @@ export class TextTokenizer {
    * @example
    * const tokenizer = await TextTokenizer.fromJSON(trainByteLevelBpe(texts, options), 'starter');
    */
-  static async fromJSON(json: unknown, source: string): Promise<TextTokenizer> {
+  static async fromJSON(
+    json: unknown,
+    source: string,
+    options: TokenizerOptions = {},
+  ): Promise<TextTokenizer> {
     const normalized = normalizeTokenizerJson(json, source);
     let inner: Tokenizer;
     try {
@@ -64,11 +84,13 @@ export class TextTokenizer {
       throw new UserError(`Invalid tokenizer ${source}: ${errorMessage(error)}.`, { cause: error });
     }
     checkByteAlphabet(normalized, inner, source);
-    return new TextTokenizer(normalized, inner, source);
+    const tokenizer = new TextTokenizer(normalized, inner, source, { ...options });
+    tokenizer.checkRoles();
+    return tokenizer;
   }
 
   /** Loads `dir/tokenizer.json`. A missing or corrupt file gives a UserError naming its path. */
-  static async load(dir: string): Promise<TextTokenizer> {
+  static async load(dir: string, options: TokenizerOptions = {}): Promise<TextTokenizer> {
     const file = path.join(dir, TOKENIZER_FILE);
     let text: string;
     try {
@@ -90,7 +112,7 @@ export class TextTokenizer {
         { cause: error },
       );
     }
-    return TextTokenizer.fromJSON(json, file);
+    return TextTokenizer.fromJSON(json, file, options);
   }
 
   /** Encodes `text` without adding BOS/EOS. Added tokens written in the text become their ids. */
@@ -127,16 +149,46 @@ export class TextTokenizer {
     return this.inner.id_to_token(id) ?? undefined;
   }
 
-  /** Id of `<|endoftext|>`. Reading it throws a UserError when the tokenizer lacks that token. */
+  /** End-of-sequence text: `options.eosToken`, else `<|endoftext|>`. */
+  get eosToken(): string {
+    return this.options.eosToken ?? END_OF_TEXT;
+  }
+
+  /** Id of the end-of-sequence token. Throws a UserError when the tokenizer lacks that token. */
   get eosId(): number {
-    const id = this.tokenToId(END_OF_TEXT);
+    const id = this.tokenToId(this.eosToken);
     if (id === undefined) {
       throw new UserError(
-        `Tokenizer ${this.source} has no ${END_OF_TEXT} token. ` +
+        `Tokenizer ${this.source} has no ${this.eosToken} token. ` +
           `Add it to added_tokens as a special token.`,
       );
     }
     return id;
+  }
+
+  /** Id of the BOS token, or undefined when the model has none. */
+  get bosId(): number | undefined {
+    return this.options.bosToken === undefined ? undefined : this.tokenToId(this.options.bosToken);
+  }
+
+  /** Ids a prompt starts with: [BOS] when `addBosToken` is set, else none. */
+  get promptPrefix(): number[] {
+    const bos = this.bosId;
+    return this.options.addBosToken && bos !== undefined ? [bos] : [];
+  }
+
+  /** Rejects a BOS or EOS token text that is not in the vocabulary. */
+  private checkRoles(): void {
+    for (const [role, token] of [
+      ['eos', this.options.eosToken],
+      ['bos', this.options.bosToken],
+    ] as const) {
+      if (token !== undefined && this.tokenToId(token) === undefined) {
+        throw new UserError(
+          `Tokenizer ${this.source}: the ${role} token ${JSON.stringify(token)} is not in its vocabulary.`,
+        );
+      }
+    }
   }
 
   /** Returns true when `id` is an added token marked `special: true`. */
@@ -168,6 +220,7 @@ export class TextTokenizer {
     const tokenizer = await TextTokenizer.fromJSON(
       { ...this.json, added_tokens: added },
       this.source,
+      this.options,
     );
     return { tokenizer, ids };
   }
