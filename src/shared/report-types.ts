@@ -161,6 +161,12 @@ export interface RunReport {
     temperature: number;
     topP: number;
     maxNewTokens: number;
+    /**
+     * How rounds drew the steering token of a model with steering tokens: independently, or
+     * stratified per occupation (same softmax per draw, category counts within one of N times the
+     * mean probability). Absent in reports written before the option existed.
+     */
+    steeringDraws?: 'independent' | 'stratified';
     /** Training configuration as resolved by the trainer; null for a measurement-only run. */
     training: Record<string, unknown> | null;
   };

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { listDatasets } from '../engine/datasets';
 import { STAGE_TWO_MODES } from '../engine/losses';
+import { STEERING_DRAWS } from '../engine/measure';
 import {
   MAX_ROUNDS,
   RUN_DEFAULTS,
@@ -97,6 +98,14 @@ function addRunOptions(command: Command, training: boolean): Command {
       integer('--sample-batch', 1),
       d.sampling.batchSize,
     )
+    .addOption(
+      new Option(
+        '--steering-draws <how>',
+        'how each round draws the steering token from the softmax: stratified per occupation, or independent as in the reference study',
+      )
+        .choices([...STEERING_DRAWS])
+        .default(d.steeringDraws),
+    )
     .option('--json', 'print one JSON event per line instead of progress bars');
   if (!training) return command;
   return command
@@ -181,6 +190,7 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
       maxNewTokens: Number(o.maxNewTokens),
       batchSize: Number(o.sampleBatch),
     },
+    steeringDraws: (o.steeringDraws as RunOptions['steeringDraws']) ?? d.steeringDraws,
     sft: {
       ...d.sft,
       epochs: num('sftEpochs', d.sft.epochs),

@@ -1,6 +1,8 @@
 /**
  * Measurement: sample N responses per occupation and read the attribute from the text.
  */
+import seedrandom from 'seedrandom';
+import { UserError } from '../../shared/errors';
 import type { DatasetDefinition } from './datasets';
 import { promptsFor } from './datasets';
 import type { MeasuredSample } from './metrics';
@@ -19,11 +21,26 @@ export interface SampledResponse extends MeasuredSample {
   steeringProbs?: number[] | null;
 }
 
+/**
+ * How the steering token of each round is drawn from the model's softmax.
+ * - independent: one uniform draw per round, as in the reference study.
+ * - stratified: the rounds of one occupation share one random offset and a random order of the
+ *   strata [j/N, (j+1)/N), so every draw still follows the softmax but the category counts of an
+ *   occupation are within one of N times the mean probability. The MAE then measures the model
+ *   rather than sampling luck: a model exactly on a 50/50 target measures MAE 0.040 on average
+ *   with 100 independent rounds, and about 0.005 with stratified ones.
+ */
+export type SteeringDraws = 'independent' | 'stratified';
+
+export const STEERING_DRAWS: readonly SteeringDraws[] = ['independent', 'stratified'];
+
 export interface MeasureOptions {
   rounds: number;
   sampling: SamplingOptions;
   /** Steering token ids in category order; when set, the first response token is sampled among them. */
   steeringIds?: number[];
+  /** Defaults to independent. Applies only when `steeringIds` is set. */
+  steeringDraws?: SteeringDraws;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
 }
@@ -42,12 +59,28 @@ export async function measureDataset(
       requests.push({ occupationIndex, round, prompt, ids: tokenizer.encode(prompt) });
     }
   });
+  const draws = options.steeringDraws ?? 'independent';
+  if (!STEERING_DRAWS.includes(draws)) {
+    throw new UserError(
+      `Unknown steering draws ${JSON.stringify(draws)}; use ${STEERING_DRAWS.join(' or ')}.`,
+    );
+  }
+  const steeringUniforms =
+    options.steeringIds && draws === 'stratified'
+      ? stratifiedUniforms(
+          requests.map((r) => r.occupationIndex),
+          requests.map((r) => r.round),
+          options.rounds,
+          options.sampling.seed,
+        )
+      : undefined;
   const results = await generate(
     model,
     requests.map((r) => r.ids),
     options.sampling,
     {
       steeringIds: options.steeringIds,
+      steeringUniforms,
       eosId: tokenizer.eosId,
       padId: tokenizer.eosId,
       signal: options.signal,
@@ -70,5 +103,36 @@ export async function measureDataset(
       steeringProbs: result.steeringProbs,
       textCategory: dataset.readAttribute(text),
     };
+  });
+}
+
+/**
+ * Systematic-sampling uniforms: round r of occupation o gets (perm_o[r] + offset_o) / rounds, with
+ * a seeded random permutation and offset per occupation. Each value is uniform on [0, 1).
+ */
+export function stratifiedUniforms(
+  occupationIndices: readonly number[],
+  rounds: readonly number[],
+  roundCount: number,
+  seed: number,
+): number[] {
+  const strata = new Map<number, { offset: number; order: number[] }>();
+  const strataOf = (occupation: number) => {
+    let entry = strata.get(occupation);
+    if (!entry) {
+      const rng = seedrandom(`${seed}:strata:${occupation}`);
+      const order = Array.from({ length: roundCount }, (_, i) => i);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(rng() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+      entry = { offset: rng(), order };
+      strata.set(occupation, entry);
+    }
+    return entry;
+  };
+  return occupationIndices.map((occupation, i) => {
+    const { offset, order } = strataOf(occupation);
+    return (order[rounds[i]] + offset) / roundCount;
   });
 }

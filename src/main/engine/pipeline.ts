@@ -27,7 +27,7 @@ import {
 } from './checkpoint';
 import { type DatasetDefinition, loadDataset } from './datasets';
 import { buildTrainingExamples } from './examples';
-import { measureDataset, type SampledResponse } from './measure';
+import { measureDataset, type SampledResponse, type SteeringDraws } from './measure';
 import { summarizeMeasurement } from './metrics';
 import { countParameters, type LlamaModel } from './model';
 import { writeReport } from './report';
@@ -66,6 +66,8 @@ export interface RunOptions {
   outDir: string;
   steeringMode: SteeringMode;
   sampling: Omit<SamplingOptions, 'seed'>;
+  /** How measurement draws the steering token of a model that has steering tokens. */
+  steeringDraws: SteeringDraws;
   sft: StageConfig;
   align: StageConfig;
   loss: AlignmentLossConfig;
@@ -98,6 +100,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'modelDir' | 'datasetId' | 'outDir' 
   seed: 0,
   steeringMode: 'special',
   sampling: { temperature: 1, topP: 1, maxNewTokens: 48, batchSize: 100 },
+  steeringDraws: 'stratified',
   sft: { ...SFT_DEFAULTS, epochs: 4, learningRate: 1.5e-3 },
   align: { ...ALIGN_DEFAULTS, epochs: 2, learningRate: 1e-4 },
   loss: { ...ALIGN_LOSS_DEFAULTS, beta: 1, klWeight: 4 },
@@ -296,6 +299,7 @@ export async function runPipeline(
         rounds: options.rounds,
         sampling: { ...options.sampling, seed: options.seed + 1 },
         steeringIds: steered.steering.tokenIds,
+        steeringDraws: options.steeringDraws,
         signal: context.signal,
         onProgress: (done, total) => emit({ type: 'sample/progress', phase: 'after', done, total }),
       }),
@@ -431,6 +435,7 @@ async function measureOrReuse(
     rounds: options.rounds,
     sampling: { ...options.sampling, seed: options.seed },
     steeringIds: steering?.tokenIds,
+    steeringDraws: options.steeringDraws,
     signal,
     onProgress: (done, total) => emit({ type: 'sample/progress', phase, done, total }),
   });
@@ -572,6 +577,7 @@ function emptyReport(
       temperature: options.sampling.temperature,
       topP: options.sampling.topP,
       maxNewTokens: options.sampling.maxNewTokens,
+      steeringDraws: options.steeringDraws,
       training: null,
     },
     trainingHistory: [],

@@ -144,6 +144,7 @@ function settingsList(report: RunReport): string {
     ['Temperature', e(settings.temperature)],
     ['Top-p', e(settings.topP)],
     ['Max new tokens', e(settings.maxNewTokens)],
+    ['Steering token draws', e(settings.steeringDraws ?? 'independent')],
     ['Training', settings.training ? json(settings.training) : 'none (measurement only)'],
   ]);
 }

@@ -44,6 +44,11 @@ export interface GenerationResult {
 export interface GenerateContext {
   /** Token ids of the steering categories; when set, the first response token is one of them. */
   steeringIds?: number[];
+  /**
+   * One number in [0, 1) per prompt that replaces the random draw of the steering token, for
+   * stratified measurement. The text stream still consumes its draw, so text sampling is the same.
+   */
+  steeringUniforms?: readonly number[];
   eosId: number;
   /** Token id used to left-pad prompts; never attended to. */
   padId: number;
@@ -78,11 +83,18 @@ export async function generate(
       `A prompt of ${longest} tokens plus ${options.maxNewTokens} new tokens exceeds the model's ${model.config.maxPositions} positions; set max new tokens to at most ${Math.max(0, model.config.maxPositions - longest)}.`,
     );
   }
+  const uniforms = context.steeringUniforms;
+  if (uniforms && uniforms.length !== prompts.length) {
+    throw new UserError(
+      `Got ${uniforms.length} steering draws for ${prompts.length} prompts; give one per prompt.`,
+    );
+  }
   const results: GenerationResult[] = [];
   for (let start = 0; start < prompts.length; start += options.batchSize) {
     const batch = prompts.slice(start, start + options.batchSize);
     const rngs = batch.map((_, i) => seedrandom(`${options.seed}:${start + i}`));
-    results.push(...(await generateBatch(model, batch, rngs, options, context)));
+    const draws = uniforms?.slice(start, start + options.batchSize);
+    results.push(...(await generateBatch(model, batch, rngs, draws, options, context)));
     context.onProgress?.(results.length, prompts.length);
   }
   return results;
@@ -92,6 +104,7 @@ async function generateBatch(
   model: LlamaModel,
   prompts: number[][],
   rngs: seedrandom.PRNG[],
+  draws: readonly number[] | undefined,
   options: SamplingOptions,
   context: GenerateContext,
 ): Promise<GenerationResult[]> {
@@ -119,7 +132,7 @@ async function generateBatch(
         }
         const token =
           step === 0 && context.steeringIds
-            ? pickSteering(row, context.steeringIds, rngs[b], result)
+            ? pickSteering(row, context.steeringIds, rngs[b], draws?.[b], result)
             : sampleToken(row, options, rngs[b]);
         next[b] = token;
         if (token === context.eosId) result.finished = true;
@@ -179,11 +192,13 @@ function pickSteering(
   row: Float32Array,
   steeringIds: number[],
   rng: seedrandom.PRNG,
+  draw: number | undefined,
   result: GenerationResult,
 ): number {
   const probs = softmax(steeringIds.map((id) => row[id]));
   result.steeringProbs = probs;
-  const category = drawIndex(probs, rng());
+  const own = rng();
+  const category = drawIndex(probs, draw ?? own);
   result.steeringCategory = category;
   return steeringIds[category];
 }

@@ -195,6 +195,35 @@ describe('generate', () => {
     ).toBeLessThan(4 * Math.sqrt(0.25 / results.length));
   });
 
+  it('takes the steering draw from steeringUniforms and keeps the text stream', async () => {
+    const many = Array.from({ length: 40 }, (_, i) => prompts[i % prompts.length]);
+    const options = { ...SAMPLING, maxNewTokens: 6 };
+    const free = await generate(model, many, options, context({ steering: true }));
+    // Uniform 0 always picks category 0, a uniform just below 1 always picks the last one.
+    const uniforms = many.map((_, i) => (i % 2 === 0 ? 0 : 1 - 1e-9));
+    const forced = await generate(model, many, options, {
+      ...context({ steering: true }),
+      steeringUniforms: uniforms,
+    });
+    forced.forEach((r, i) => {
+      expect(r.steeringCategory, `request ${i} category`).toBe(i % 2 === 0 ? 0 : 1);
+    });
+    // Where the forced draw equals the free one, the text after it is the same token for token.
+    const same = forced.filter((r, i) => r.steeringCategory === free[i].steeringCategory);
+    expect(same.length, 'requests whose draw did not change').toBeGreaterThan(5);
+    forced.forEach((r, i) => {
+      if (r.steeringCategory === free[i].steeringCategory) {
+        expect(r.tokens, `request ${i} text`).toEqual(free[i].tokens);
+      }
+    });
+    await expect(
+      generate(model, many, options, {
+        ...context({ steering: true }),
+        steeringUniforms: [0.5],
+      }),
+    ).rejects.toThrow(/1 steering draws for 40 prompts/);
+  });
+
   it('rejects bad options naming the value', async () => {
     const cases: [Partial<SamplingOptions>, RegExp][] = [
       [{ temperature: -1 }, /temperature.*-1/],

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { stratifiedUniforms } from '../../../src/main/engine/measure';
+
+function layout(occupations: number, rounds: number) {
+  const occupation: number[] = [];
+  const round: number[] = [];
+  for (let o = 0; o < occupations; o++) {
+    for (let r = 0; r < rounds; r++) {
+      occupation.push(o);
+      round.push(r);
+    }
+  }
+  return { occupation, round };
+}
+
+describe('stratifiedUniforms', () => {
+  it('puts one draw in each stratum of every occupation', () => {
+    const rounds = 100;
+    const { occupation, round } = layout(3, rounds);
+    const u = stratifiedUniforms(occupation, round, rounds, 7);
+    for (let o = 0; o < 3; o++) {
+      const strata = u
+        .slice(o * rounds, (o + 1) * rounds)
+        .map((x) => Math.floor(x * rounds))
+        .sort((a, b) => a - b);
+      expect(strata, `occupation ${o}`).toEqual(Array.from({ length: rounds }, (_, i) => i));
+    }
+    for (const x of u) expect(x >= 0 && x < 1, `value ${x}`).toBe(true);
+  });
+
+  it('gives category counts within one of N times the probability', () => {
+    const rounds = 100;
+    const { occupation, round } = layout(5, rounds);
+    for (const p of [0.5, 0.137, 0.9]) {
+      const u = stratifiedUniforms(occupation, round, rounds, 3);
+      for (let o = 0; o < 5; o++) {
+        const hits = u.slice(o * rounds, (o + 1) * rounds).filter((x) => x < p).length;
+        expect(Math.abs(hits - rounds * p), `p ${p} occupation ${o}`).toBeLessThanOrEqual(1);
+      }
+    }
+  });
+
+  it('is uniform on [0, 1) across seeds for a fixed round', () => {
+    const { occupation, round } = layout(1, 10);
+    const firsts = Array.from(
+      { length: 4000 },
+      (_, seed) => stratifiedUniforms(occupation, round, 10, seed)[0],
+    );
+    // Ten equal bins of 400 expected each; a chi-square of 9 degrees of freedom above 33 has
+    // probability below 1e-4.
+    const bins = new Array(10).fill(0);
+    for (const x of firsts) bins[Math.floor(x * 10)] += 1;
+    const chi = bins.reduce((sum, n) => sum + (n - 400) ** 2 / 400, 0);
+    expect(chi, `bins ${bins}`).toBeLessThan(33);
+  });
+
+  it('repeats for a seed and changes with it', () => {
+    const { occupation, round } = layout(2, 20);
+    expect(stratifiedUniforms(occupation, round, 20, 1)).toEqual(
+      stratifiedUniforms(occupation, round, 20, 1),
+    );
+    expect(stratifiedUniforms(occupation, round, 20, 1)).not.toEqual(
+      stratifiedUniforms(occupation, round, 20, 2),
+    );
+  });
+});
