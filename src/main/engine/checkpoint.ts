@@ -1,23 +1,33 @@
 /**
- * Model folders in the Hugging Face layout: config.json, model.safetensors, tokenizer.json,
- * plus attune.json with the steering tokens and the settings that produced the model.
+ * Model folders in the Hugging Face layout: config.json, generation_config.json,
+ * model.safetensors (or an index and shards when loading), tokenizer.json and
+ * tokenizer_config.json, plus attune.json with the steering tokens and the settings that
+ * produced the model. Folders written here load in transformers as LlamaForCausalLM or
+ * Qwen2ForCausalLM.
  */
-import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../shared/errors';
 import { writeFolderAtomically } from './atomic';
+import { configToHf, parseHfConfig } from './hf-config';
 import {
-  LlamaModel,
-  type ModelConfig,
-  type Params,
-  parameterShapes,
-  validateConfig,
-} from './model';
+  GENERATION_CONFIG_FILE,
+  generationConfigFor,
+  loadFolderTokenizer,
+  TOKENIZER_CONFIG_FILE,
+  tokenizerConfigFor,
+  tokenizerJsonFor,
+} from './hf-tokenizer-config';
+import { WEIGHTS_FILE } from './hf-weight-layout';
+import { LINEAR, readModelWeights, type WeightLoadOptions } from './hf-weights';
+import { LlamaModel, type ModelConfig, type Params } from './model';
 import type { Attribute } from './prompts';
-import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors';
-import { TextTokenizer } from './tokenizer';
+import { encodeSafetensors, type NamedTensor } from './safetensors';
+import { type TextTokenizer, TOKENIZER_FILE } from './tokenizer';
+
+export { configFromHf, configToHf } from './hf-config';
+export type { LoadProgress } from './model-memory';
 
 /** Steering tokens of one attribute, one per category, in category order. */
 export interface SteeringInfo {
@@ -40,108 +50,70 @@ export interface LoadedModel {
   model: LlamaModel;
   tokenizer: TextTokenizer;
   meta: ModelMeta;
-  /** SHA-256 of model.safetensors, hex. */
+  /** SHA-256 (hex) of model.safetensors, or of the shards concatenated in `weightFiles` order. */
   weightsSha256: string;
+  /** Weight files read, in hashing order; set by `loadModelFolder`. */
+  weightFiles?: string[];
+  /** `torch_dtype` of config.json, the precision the weights were stored in; null when absent. */
+  torchDtype?: string | null;
   dir: string;
 }
 
-const LINEAR = /(_proj\.weight|lm_head\.weight)$/;
+export type LoadOptions = WeightLoadOptions;
 
-export function configToHf(config: ModelConfig, eosId: number): Record<string, unknown> {
-  return {
-    architectures: [config.architecture === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
-    model_type: config.architecture,
-    vocab_size: config.vocabSize,
-    hidden_size: config.hiddenSize,
-    intermediate_size: config.intermediateSize,
-    num_hidden_layers: config.numLayers,
-    num_attention_heads: config.numHeads,
-    num_key_value_heads: config.numKvHeads,
-    head_dim: config.headDim,
-    rope_theta: config.ropeTheta,
-    rms_norm_eps: config.rmsNormEps,
-    max_position_embeddings: config.maxPositions,
-    tie_word_embeddings: config.tieWordEmbeddings,
-    attention_bias: config.attentionBias,
-    hidden_act: 'silu',
-    eos_token_id: eosId,
-    bos_token_id: eosId,
-    torch_dtype: 'float32',
-  };
-}
-
-export function configFromHf(hf: Record<string, unknown>, source: string): ModelConfig {
-  const type = hf.model_type;
-  if (type !== 'llama' && type !== 'qwen2') {
-    throw new UserError(
-      `${source}: model_type ${JSON.stringify(type)} is not supported; use llama or qwen2.`,
-    );
-  }
-  const num = (key: string, fallback?: number): number => {
-    const value = hf[key] ?? fallback;
-    if (typeof value !== 'number')
-      throw new UserError(`${source}: ${key} is missing or not a number.`);
-    return value;
-  };
-  const heads = num('num_attention_heads');
-  const hidden = num('hidden_size');
-  const config: ModelConfig = {
-    architecture: type,
-    vocabSize: num('vocab_size'),
-    hiddenSize: hidden,
-    intermediateSize: num('intermediate_size'),
-    numLayers: num('num_hidden_layers'),
-    numHeads: heads,
-    numKvHeads: num('num_key_value_heads', heads),
-    headDim: num('head_dim', hidden / heads),
-    ropeTheta: num('rope_theta', 10000),
-    rmsNormEps: num('rms_norm_eps', 1e-6),
-    maxPositions: num('max_position_embeddings', 2048),
-    tieWordEmbeddings: Boolean(hf.tie_word_embeddings ?? false),
-    attentionBias: Boolean(hf.attention_bias ?? type === 'qwen2'),
-  };
-  // Checked here so that an inconsistent config names config.json, not the weights file.
-  validateConfig(config, source);
-  return config;
-}
-
-/** Encodes parameters to safetensors bytes in the Hugging Face [out, in] layout. */
-export function encodeParams(params: Params): Buffer {
+/**
+ * Encodes parameters to safetensors bytes in the Hugging Face [out, in] layout. With `config`,
+ * it adds the all-zero biases transformers expects and the engine lacks: q/k/v biases of a
+ * Qwen2 model without attention bias, and o_proj biases of a Llama model with attention bias.
+ */
+export function encodeParams(params: Params, config?: ModelConfig): Buffer {
   const tensors = new Map<string, NamedTensor>();
   for (const [name, variable] of Object.entries(params)) {
     const hf = LINEAR.test(name) ? tf.tidy(() => tf.transpose(variable)) : variable;
     tensors.set(name, { shape: hf.shape, data: hf.dataSync() as Float32Array });
     if (hf !== variable) hf.dispose();
   }
+  if (config) {
+    for (const [name, size] of zeroBiases(config)) {
+      tensors.set(name, { shape: [size], data: new Float32Array(size) });
+    }
+  }
   return encodeSafetensors(tensors, { format: 'pt' });
 }
 
-/** Decodes safetensors bytes into engine-layout variables checked against `config`. */
-export function decodeParams(buffer: Buffer, config: ModelConfig, source: string): Params {
-  const { tensors } = decodeSafetensors(buffer, source);
-  const params: Params = {};
-  try {
-    for (const [name, shape] of parameterShapes(config)) {
-      const tensor = tensors.get(name);
-      if (!tensor) throw new UserError(`${source}: tensor ${name} is missing.`);
-      const hfShape = LINEAR.test(name) ? [shape[1], shape[0]] : shape;
-      if (tensor.shape.join(',') !== hfShape.join(',')) {
-        throw new UserError(
-          `${source}: tensor ${name} has shape [${tensor.shape}], config.json implies [${hfShape}].`,
-        );
-      }
-      const value = tf.tidy(() => {
-        const t = tf.tensor(tensor.data, tensor.shape);
-        return LINEAR.test(name) ? tf.transpose(t) : t;
-      });
-      params[name] = tf.variable(value, true);
-      value.dispose();
+function zeroBiases(config: ModelConfig): [string, number][] {
+  const biases: [string, number][] = [];
+  const qSize = config.numHeads * config.headDim;
+  const kvSize = config.numKvHeads * config.headDim;
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = `model.layers.${i}.self_attn.`;
+    if (config.architecture === 'qwen2' && !config.attentionBias) {
+      biases.push([`${p}q_proj.bias`, qSize], [`${p}k_proj.bias`, kvSize]);
+      biases.push([`${p}v_proj.bias`, kvSize]);
     }
-  } catch (error) {
-    tf.dispose(Object.values(params));
-    throw error;
+    if (config.architecture === 'llama' && config.attentionBias) {
+      biases.push([`${p}o_proj.bias`, config.hiddenSize]);
+    }
   }
-  return params;
+  return biases;
+}
+
+/** Builds the files of a model folder, keyed by file name. */
+export function modelFolderFiles(
+  model: LlamaModel,
+  tokenizer: TextTokenizer,
+  meta: ModelMeta,
+): Map<string, string | Buffer> {
+  const roles = { eosId: tokenizer.eosId, bosId: tokenizer.bosId };
+  const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
+  return new Map<string, string | Buffer>([
+    ['config.json', json(configToHf(model.config, roles.eosId, roles.bosId))],
+    [GENERATION_CONFIG_FILE, json(generationConfigFor(roles))],
+    [WEIGHTS_FILE, encodeParams(model.params, model.config)],
+    [TOKENIZER_FILE, JSON.stringify(tokenizerJsonFor(tokenizer))],
+    [TOKENIZER_CONFIG_FILE, json(tokenizerConfigFor(tokenizer, model.config.maxPositions))],
+    ['attune.json', json(meta)],
+  ]);
 }
 
 /** Saves a model folder atomically: a killed process leaves the old folder or the new one. */
@@ -151,15 +123,7 @@ export async function saveModelFolder(
   tokenizer: TextTokenizer,
   meta: ModelMeta,
 ): Promise<void> {
-  const files = new Map<string, string | Buffer>();
-  files.set(
-    'config.json',
-    `${JSON.stringify(configToHf(model.config, tokenizer.eosId), null, 2)}\n`,
-  );
-  files.set('model.safetensors', encodeParams(model.params));
-  files.set('tokenizer.json', JSON.stringify(tokenizer.toJSON()));
-  files.set('attune.json', `${JSON.stringify(meta, null, 2)}\n`);
-  await writeFolderAtomically(dir, files);
+  await writeFolderAtomically(dir, modelFolderFiles(model, tokenizer, meta));
 }
 
 async function readRequired(file: string, what: string): Promise<Buffer> {
@@ -182,20 +146,26 @@ function parseJson(buffer: Buffer, file: string): Record<string, unknown> {
   throw new UserError(`${file} must contain a JSON object.`);
 }
 
-/** Loads a model folder written by `saveModelFolder` or a Hugging Face single-file model. */
-export async function loadModelFolder(dir: string): Promise<LoadedModel> {
+/**
+ * Loads a model folder written by `saveModelFolder` or downloaded from the Hugging Face Hub
+ * (llama or qwen2; one safetensors file or an index and shards; F32, F16 or BF16). Throws a
+ * UserError before reading any weight when the model does not fit in memory.
+ */
+export async function loadModelFolder(
+  dir: string,
+  options: LoadOptions = {},
+): Promise<LoadedModel> {
   const stat = await fs.stat(dir).catch(() => null);
   if (!stat?.isDirectory()) {
     throw new UserError(`Model folder ${dir} does not exist or is not a folder.`);
   }
   const configFile = path.join(dir, 'config.json');
-  const config = configFromHf(
+  const parsed = parseHfConfig(
     parseJson(await readRequired(configFile, 'config'), configFile),
     configFile,
   );
-  const weightsFile = path.join(dir, 'model.safetensors');
-  const weights = await readRequired(weightsFile, 'weights');
-  const tokenizer = await TextTokenizer.load(dir);
+  const config = parsed.config;
+  const tokenizer = await loadFolderTokenizer(dir, parsed.eosTokenId);
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new UserError(
       `${dir}: tokenizer.json has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}.`,
@@ -204,12 +174,14 @@ export async function loadModelFolder(dir: string): Promise<LoadedModel> {
   const metaFile = path.join(dir, 'attune.json');
   const metaBytes = await fs.readFile(metaFile).catch(() => null);
   const meta = metaBytes ? (parseJson(metaBytes, metaFile) as ModelMeta) : {};
-  const params = decodeParams(weights, config, weightsFile);
+  const weights = await readModelWeights(dir, config, options);
   return {
-    model: new LlamaModel(config, params),
+    model: new LlamaModel(config, weights.params),
     tokenizer,
     meta,
-    weightsSha256: createHash('sha256').update(weights).digest('hex'),
+    weightsSha256: weights.sha256,
+    weightFiles: weights.files,
+    torchDtype: parsed.torchDtype,
     dir,
   };
 }

@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../shared/errors';
 import { writeFileAtomically, writeFolderAtomically } from './atomic';
-import { configToHf, encodeParams, type ModelMeta } from './checkpoint';
+import { type ModelMeta, modelFolderFiles } from './checkpoint';
 import type { LlamaModel } from './model';
 import type { AdamWState } from './optimizer';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors';
@@ -47,17 +47,12 @@ export async function saveTrainingCheckpoint(
     moments.set(`m/${param}`, { shape: moment.shape, data: moment.m });
     moments.set(`v/${param}`, { shape: moment.shape, data: moment.v });
   }
-  const files = new Map<string, string | Buffer>([
-    ['config.json', `${JSON.stringify(configToHf(model.config, tokenizer.eosId), null, 2)}\n`],
-    ['model.safetensors', encodeParams(model.params)],
-    ['tokenizer.json', JSON.stringify(tokenizer.toJSON())],
-    ['attune.json', `${JSON.stringify(meta, null, 2)}\n`],
-    ['optimizer.safetensors', encodeSafetensors(moments)],
-    [
-      'trainer-state.json',
-      `${JSON.stringify({ stage: state.stage, step: state.step, totalSteps: state.totalSteps, optimizerStep: state.optimizer.step }, null, 2)}\n`,
-    ],
-  ]);
+  const files = modelFolderFiles(model, tokenizer, meta);
+  files.set('optimizer.safetensors', encodeSafetensors(moments));
+  files.set(
+    'trainer-state.json',
+    `${JSON.stringify({ stage: state.stage, step: state.step, totalSteps: state.totalSteps, optimizerStep: state.optimizer.step }, null, 2)}\n`,
+  );
   await writeFolderAtomically(dir, files);
   const latest: LatestCheckpoint = {
     stage: state.stage,

@@ -1,11 +1,16 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  decodeFloat32Into,
   decodeSafetensors,
   encodeSafetensors,
   halfToFloat,
   type NamedTensor,
+  readSafetensorsHeader,
 } from '../../../src/main/engine/safetensors';
 import { UserError } from '../../../src/shared/errors';
+import { makeTempDir } from '../../helpers/tiny-model';
 
 /** Builds a safetensors file by hand: one tensor of raw 16-bit words. */
 function sixteenBitFile(dtype: 'F16' | 'BF16', words: number[]): Buffer {
@@ -19,6 +24,15 @@ function sixteenBitFile(dtype: 'F16' | 'BF16', words: number[]): Buffer {
   words.forEach((word, i) => {
     out.writeUInt16LE(word, 8 + headerBytes.length + i * 2);
   });
+  return out;
+}
+
+/** Builds a file from a header object and `dataBytes` zero bytes of tensor data. */
+function rawFile(header: Record<string, unknown>, dataBytes: number): Buffer {
+  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+  const out = Buffer.alloc(8 + headerBytes.length + dataBytes);
+  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
+  headerBytes.copy(out, 8);
   return out;
 }
 
@@ -147,5 +161,102 @@ describe('safetensors', () => {
     expect(() => decodeSafetensors(buffer, 'i.safetensors'), 'dtype I64').toThrow(
       /i\.safetensors: tensor ids has dtype I64; supported are F32, F16, BF16/,
     );
+  });
+
+  it('rejects gaps, overlaps and trailing bytes', () => {
+    const cases: [string, Record<string, unknown>, number, RegExp][] = [
+      [
+        'gap',
+        {
+          a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+          b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] },
+        },
+        12,
+        /g\.safetensors: tensor b starts at data byte 8 and leaves a gap \(expected 4\)/,
+      ],
+      [
+        'overlap',
+        {
+          a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+          b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+        },
+        8,
+        /tensor b starts at data byte 4 and overlaps the tensor before it/,
+      ],
+      [
+        'trailing bytes',
+        { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } },
+        12,
+        /the tensors cover 4 of the 12 data bytes; the file has trailing bytes/,
+      ],
+    ];
+    for (const [what, header, dataBytes, pattern] of cases) {
+      const decode = () => decodeSafetensors(rawFile(header, dataBytes), 'g.safetensors');
+      expect(decode, `${what}: error class`).toThrow(UserError);
+      expect(decode, `${what}: message`).toThrow(pattern);
+    }
+  });
+
+  it('rejects a size that does not match the shape', () => {
+    const header = { a: { dtype: 'BF16', shape: [3], data_offsets: [0, 4] } };
+    expect(() => decodeSafetensors(rawFile(header, 4), 's.safetensors')).toThrow(
+      /s\.safetensors: tensor a data_offsets \[0,4\] do not fit shape \[3\] BF16/,
+    );
+  });
+
+  it('checks only offsets of unknown dtypes', () => {
+    // F4 packs two values per byte, so the header check cannot size it; decoding rejects it.
+    const header = { packed: { dtype: 'F4', shape: [8], data_offsets: [0, 4] } };
+    expect(() => decodeSafetensors(rawFile(header, 4), 'q.safetensors')).toThrow(
+      /q\.safetensors: tensor packed has dtype F4; supported are F32, F16, BF16/,
+    );
+  });
+
+  it('reads a header from an open file', async () => {
+    const dir = await makeTempDir('safetensors');
+    try {
+      const file = path.join(dir, 'model.safetensors');
+      const bytes = encodeSafetensors(sample(), { format: 'pt' });
+      await fs.writeFile(file, bytes);
+      const handle = await fs.open(file, 'r');
+      try {
+        const { header, headerBytes } = await readSafetensorsHeader(handle, bytes.length, file);
+        expect(header.metadata, 'metadata').toEqual({ format: 'pt' });
+        expect([...header.tensors.keys()], 'names').toEqual(['a.weight', 'b.bias', 'empty']);
+        expect(header.tensors.get('b.bias'), 'entry').toEqual({
+          name: 'b.bias',
+          dtype: 'F32',
+          shape: [3],
+          begin: 24,
+          end: 36,
+        });
+        expect(header.dataStart, 'data start').toBe(headerBytes.length);
+        expect(headerBytes.equals(bytes.subarray(0, header.dataStart)), 'raw header').toBe(true);
+      } finally {
+        await handle.close();
+      }
+      await fs.writeFile(file, bytes.subarray(0, 5));
+      const short = await fs.open(file, 'r');
+      await expect(readSafetensorsHeader(short, 5, file), 'short file').rejects.toThrow(
+        /file is too short for a safetensors header/,
+      );
+      await short.close();
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('decodes unaligned bytes', () => {
+    const f32 = Buffer.alloc(13);
+    f32.writeFloatLE(1.5, 1);
+    f32.writeFloatLE(-3.25, 5);
+    f32.writeFloatLE(2 ** -20, 9);
+    const out = new Float32Array(3);
+    decodeFloat32Into(f32.subarray(1), 'F32', out);
+    expect(Array.from(out), 'F32 at odd offset').toEqual([1.5, -3.25, 2 ** -20]);
+    const f16 = Buffer.from([0, 0x00, 0x3c, 0x00, 0xc0]);
+    const half = new Float32Array(2);
+    decodeFloat32Into(f16.subarray(1), 'F16', half);
+    expect(Array.from(half), 'F16 at odd offset').toEqual([1, -2]);
   });
 });
