@@ -145,7 +145,13 @@ export interface RunReport {
     config: Record<string, unknown>;
   };
   /** The model training wrote, steering tokens included; absent when no training finished. */
-  trainedModel?: { path: string; sha256: string; tokenizerSha256: string };
+  trainedModel?: {
+    path: string;
+    sha256: string;
+    tokenizerSha256: string;
+    /** The same model exported as GGUF, when the run was asked to. */
+    gguf?: { path: string; type: string; sha256: string };
+  };
   /** TensorFlow.js backend the run computed on, e.g. wasm. */
   backend?: string;
   dataset: {

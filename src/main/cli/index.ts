@@ -7,7 +7,10 @@
  */
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { UserError } from '../../shared/errors';
 import { listDatasets } from '../engine/datasets';
+import { type ExportTarget, exportModel } from '../engine/export';
+import { GGUF_EXPORT_TYPES, type GgufExportType } from '../engine/gguf/gguf-model';
 import { STAGE_TWO_MODES } from '../engine/losses';
 import { STEERING_DRAWS } from '../engine/measure';
 import {
@@ -49,8 +52,8 @@ function addRunOptions(command: Command, training: boolean): Command {
   const d = RUN_DEFAULTS;
   command
     .option(
-      '--model <dir>',
-      'model folder (config.json, model.safetensors, tokenizer.json)',
+      '--model <path>',
+      'model folder (config.json, model.safetensors or shards, tokenizer.json) or a .gguf file',
       DEFAULT_MODEL,
     )
     .option('--dataset <id>', 'dataset id; `attune datasets` lists them', 'us-gender')
@@ -165,7 +168,13 @@ function addRunOptions(command: Command, training: boolean): Command {
       integer('--checkpoint-every', 0),
       d.align.checkpointEvery,
     )
-    .option('--resume', 'continue the run in --out from its newest checkpoint');
+    .option('--resume', 'continue the run in --out from its newest checkpoint')
+    .option('--export-gguf <file>', 'also write the trained model to this .gguf file for llama.cpp')
+    .addOption(
+      new Option('--export-type <type>', 'weight type of --export-gguf matrices')
+        .choices([...GGUF_EXPORT_TYPES])
+        .default('f16'),
+    );
 }
 
 type CliOptions = Record<string, string | number | boolean | undefined>;
@@ -212,6 +221,12 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
       beta: num('beta', d.loss.beta),
     },
     resume: Boolean(o.resume),
+    exportGguf: o.exportGguf
+      ? {
+          file: path.resolve(String(o.exportGguf)),
+          type: (o.exportType as GgufExportType | undefined) ?? 'f16',
+        }
+      : undefined,
     measureOnly,
     commandLine: process.argv.slice(2),
   };
@@ -245,6 +260,8 @@ function createProgressPrinter(
       bar = null;
       barKey = '';
       process.stdout.write(`${event.message}\n`);
+    } else if (event.type === 'load/progress') {
+      ensureBar('load', 'loading', event.total).update(event.done);
     } else if (event.type === 'sample/progress') {
       ensureBar(`sample-${event.phase}`, `sampling ${event.phase}`, event.total).update(event.done);
     } else {
@@ -297,6 +314,24 @@ async function execute(options: RunOptions, json: boolean, signal: AbortSignal):
   return 0;
 }
 
+async function runExport(o: CliOptions): Promise<number> {
+  if (Boolean(o.gguf) === Boolean(o.hf)) {
+    throw new UserError('Pass exactly one of --gguf <file> or --hf <dir>.');
+  }
+  const target: ExportTarget = o.gguf
+    ? { kind: 'gguf', file: path.resolve(String(o.gguf)), type: o.type as GgufExportType }
+    : { kind: 'hf', dir: path.resolve(String(o.hf)) };
+  let bar: ReturnType<typeof createBar> | null = null;
+  await exportModel(path.resolve(String(o.model)), target, {
+    onProgress: (p) => {
+      bar ??= createBar('loading', p.total);
+      bar.update(p.done);
+    },
+  }).finally(() => bar?.stop());
+  process.stdout.write(`wrote ${target.kind === 'gguf' ? target.file : target.dir}\n`);
+  return 0;
+}
+
 runCli(async (signal) => {
   const program = new Command()
     .name('attune')
@@ -323,6 +358,25 @@ runCli(async (signal) => {
   ).action(async (o: CliOptions) => {
     exitCode = await execute(toRunOptions(o, true), Boolean(o.json), signal);
   });
+  program
+    .command('export')
+    .description(
+      'write a model to a GGUF file (llama.cpp, Ollama, LM Studio) or a Hugging Face folder',
+    )
+    .option('--model <path>', 'model folder or .gguf file to export', DEFAULT_MODEL)
+    .option('--gguf <file>', 'write a .gguf file')
+    .addOption(
+      new Option('--type <type>', 'weight type of the GGUF matrices')
+        .choices([...GGUF_EXPORT_TYPES])
+        .default('f16'),
+    )
+    .option(
+      '--hf <dir>',
+      'write a Hugging Face folder (config.json, model.safetensors, tokenizer files)',
+    )
+    .action(async (o: CliOptions) => {
+      exitCode = await runExport(o);
+    });
   program
     .command('datasets')
     .description('list the datasets')

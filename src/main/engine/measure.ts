@@ -56,7 +56,8 @@ export async function measureDataset(
   dataset.occupations.forEach((_, occupationIndex) => {
     for (let round = 0; round < options.rounds; round++) {
       const prompt = promptsFor(dataset, occupationIndex, round);
-      requests.push({ occupationIndex, round, prompt, ids: tokenizer.encode(prompt) });
+      const ids = [...tokenizer.promptPrefix, ...tokenizer.encode(prompt)];
+      requests.push({ occupationIndex, round, prompt, ids });
     }
   });
   const draws = options.steeringDraws ?? 'independent';

@@ -27,9 +27,12 @@ import {
 } from './checkpoint';
 import { type DatasetDefinition, loadDataset } from './datasets';
 import { buildTrainingExamples } from './examples';
+import { GGUF_EXPORT_TYPES, type GgufExportType, saveGgufModel } from './gguf/gguf-model';
+import { loadModel } from './load-model';
 import { measureDataset, type SampledResponse, type SteeringDraws } from './measure';
 import { summarizeMeasurement } from './metrics';
 import { countParameters, type LlamaModel } from './model';
+import type { LoadProgress } from './model-memory';
 import { writeReport } from './report';
 import { readLatestCheckpoint, readTrainerState, saveTrainingCheckpoint } from './run-store';
 import { DEFAULT_SAMPLING, type SamplingOptions, validateSampling } from './sampler';
@@ -73,6 +76,8 @@ export interface RunOptions {
   loss: AlignmentLossConfig;
   /** Continue the run in `outDir` from its newest checkpoint. */
   resume: boolean;
+  /** Also write the trained model as a GGUF file llama.cpp runs. */
+  exportGguf?: { file: string; type: GgufExportType };
   /** Skip training: measure and report only. */
   measureOnly: boolean;
   commandLine: string[];
@@ -111,6 +116,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'modelDir' | 'datasetId' | 'outDir' 
 export type RunEvent =
   | { type: 'phase'; phase: RunPhase; message: string }
   | { type: 'sample/progress'; phase: 'before' | 'after'; done: number; total: number }
+  | ({ type: 'load/progress' } & LoadProgress)
   | TrainingStepEvent;
 
 export type RunPhase =
@@ -120,6 +126,7 @@ export type RunPhase =
   | 'sft'
   | 'align'
   | 'measure-after'
+  | 'export'
   | 'report';
 
 export interface RunContext {
@@ -170,7 +177,28 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
       `Cannot resume: the run in ${options.outDir} is complete, and its report is kept as it is.`,
     );
   }
+  if (options.exportGguf) await checkExportTarget(options.exportGguf);
   return { dataset };
+}
+
+/** Rejects a GGUF export path that cannot be written, before hours of training. */
+async function checkExportTarget(target: { file: string; type: GgufExportType }): Promise<void> {
+  if (!GGUF_EXPORT_TYPES.includes(target.type)) {
+    throw new UserError(
+      `Unknown GGUF weight type ${JSON.stringify(target.type)}; use ${GGUF_EXPORT_TYPES.join(', ')}.`,
+    );
+  }
+  if (!/\.gguf$/i.test(target.file)) {
+    throw new UserError(`--export-gguf ${target.file} must name a file ending in .gguf.`);
+  }
+  const stat = await fs.stat(target.file).catch(() => null);
+  if (stat?.isDirectory()) {
+    throw new UserError(`--export-gguf ${target.file} is a folder; name a .gguf file.`);
+  }
+  const parent = await fs.stat(path.dirname(target.file)).catch(() => null);
+  if (parent && !parent.isDirectory()) {
+    throw new UserError(`--export-gguf ${target.file}: ${path.dirname(target.file)} is a file.`);
+  }
 }
 
 /**
@@ -203,10 +231,15 @@ export async function runPipeline(
   const emit = (event: RunEvent) => context.onEvent?.(event);
   const phase = (p: RunPhase, message: string) => emit({ type: 'phase', phase: p, message });
   phase('load', `loading ${options.modelDir}`);
-  const input = await loadModelFolder(options.modelDir);
+  const input = await loadModel(options.modelDir, {
+    onProgress: (progress) => emit({ type: 'load/progress', ...progress }),
+  });
   await fs.mkdir(options.outDir, { recursive: true });
   const report = emptyReport(options, dataset, input);
-  report.model.tokenizerSha256 = await sha256OfFile(path.join(input.dir, 'tokenizer.json'));
+  // A GGUF file holds its tokenizer, so the file's hash covers both.
+  report.model.tokenizerSha256 = /\.gguf$/i.test(input.dir)
+    ? input.weightsSha256
+    : await sha256OfFile(path.join(input.dir, 'tokenizer.json'));
   const timings = report.timingsMs;
   const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
     const started = performance.now();
@@ -290,6 +323,21 @@ export async function runPipeline(
       sha256: await sha256OfFile(path.join(modelOut, 'model.safetensors')),
       tokenizerSha256: await sha256OfFile(path.join(modelOut, 'tokenizer.json')),
     };
+    const exportTo = options.exportGguf;
+    if (exportTo) {
+      phase('export', `writing ${exportTo.file}`);
+      await timed('exportGguf', () =>
+        saveGgufModel(exportTo.file, trained, steered.tokenizer, meta, {
+          type: exportTo.type,
+          name: `attune-${dataset.id}`,
+        }),
+      );
+      report.trainedModel.gguf = {
+        path: exportTo.file,
+        type: exportTo.type,
+        sha256: await sha256OfFile(exportTo.file),
+      };
+    }
     phase(
       'measure-after',
       `sampling ${options.rounds} responses per occupation from the trained model`,

@@ -94,7 +94,8 @@ describe('attune CLI rejects bad input', () => {
     const missing = path.join(tempDir, 'no-such-model');
     const result = await attune(['run', '--model', missing, '--out', out, '--rounds', '1']);
     expect(result.code, 'exit code').toBe(1);
-    expect(result.stderr, 'names the folder').toContain(`Model folder ${missing} does not exist`);
+    expect(result.stderr, 'names the path').toContain(`Model ${missing} does not exist`);
+    expect(result.stderr, 'says what to pass').toContain('or a .gguf file');
     await expectNoCompleteReport(out, 'missing model');
   });
 
@@ -225,9 +226,11 @@ describe('attune CLI commands', () => {
       `starter model in ${STARTER_MODEL}`,
     ).toBe(true);
     const out = freshOut();
+    const gguf = path.join(tempDir, 'trained.gguf');
     const args = ['run', '--model', STARTER_MODEL, '--out', out, '--rounds', '4'];
     const tiny = ['--sft-epochs', '1', '--align-epochs', '1', '--train-batch', '8'];
-    const result = await attune([...args, ...tiny], 110_000);
+    const exportArgs = ['--export-gguf', gguf, '--export-type', 'q8_0'];
+    const result = await attune([...args, ...tiny, ...exportArgs], 110_000);
     expect(result.code, `exit code (stderr: ${result.stderr.slice(-2000)})`).toBe(0);
     const report = JSON.parse(
       await fs.readFile(path.join(out, 'report.json'), 'utf8'),
@@ -239,5 +242,47 @@ describe('attune CLI commands', () => {
     expect(existsSync(path.join(out, 'model', 'model.safetensors')), 'trained model').toBe(true);
     expect(result.stdout, 'before summary line').toMatch(/^before: MAE /m);
     expect(result.stdout, 'after summary line').toMatch(/^after: {2}MAE /m);
+    expect(report.trainedModel?.gguf?.path, 'GGUF export in the report').toBe(gguf);
+    expect(report.trainedModel?.gguf?.type).toBe('q8_0');
+
+    // The exported GGUF measures in its own right, with the steering tokens it was trained with.
+    const again = freshOut();
+    const measured = await attune(['measure', '--model', gguf, '--out', again, '--rounds', '2']);
+    expect(measured.code, `measure GGUF (stderr: ${measured.stderr.slice(-2000)})`).toBe(0);
+    const second = JSON.parse(
+      await fs.readFile(path.join(again, 'report.json'), 'utf8'),
+    ) as RunReport;
+    expect(second.model.path).toBe(gguf);
+    expect(second.before?.agreement, 'steering tokens read back from the GGUF').not.toBeNull();
   }, 120_000);
+});
+
+describe('attune export', () => {
+  it('writes the starter model to GGUF and to a Hugging Face folder', async () => {
+    const gguf = path.join(tempDir, 'starter-f16.gguf');
+    const toGguf = await attune(['export', '--model', STARTER_MODEL, '--gguf', gguf]);
+    expect(toGguf.code, `exit code (stderr: ${toGguf.stderr.slice(-2000)})`).toBe(0);
+    expect(toGguf.stdout).toContain(`wrote ${gguf}`);
+    const hf = path.join(tempDir, 'starter-from-gguf');
+    const toHf = await attune(['export', '--model', gguf, '--hf', hf]);
+    expect(toHf.code, `exit code (stderr: ${toHf.stderr.slice(-2000)})`).toBe(0);
+    for (const file of ['config.json', 'model.safetensors', 'tokenizer.json']) {
+      expect(existsSync(path.join(hf, file)), file).toBe(true);
+    }
+  });
+
+  it('refuses a target that is not a .gguf file, or both targets', async () => {
+    const bad = await attune([
+      'export',
+      '--model',
+      STARTER_MODEL,
+      '--gguf',
+      path.join(tempDir, 'x.bin'),
+    ]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('must be a file name ending in .gguf');
+    const both = await attune(['export', '--gguf', 'a.gguf', '--hf', 'b']);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toContain('Pass exactly one of --gguf <file> or --hf <dir>.');
+  });
 });
