@@ -20,6 +20,7 @@ import {
   pairedUtilization,
   stepFlopsPerToken,
 } from './flops';
+import { compareWithLlamaCpp, type LlamaComparison } from './llama-compare';
 import { type MatmulResult, measureMatmul, pooledFlopsPerSecond } from './matmul';
 import { datasetPrompts, measureSampling, type SamplingResult } from './sampling';
 import { formatTable } from './table';
@@ -31,6 +32,8 @@ const PEAK_SHAPE = { m: 512, k: 512, n: 512 };
 const INTERLEAVED = { warmup: 1, repetitions: 4 };
 const SAMPLING = { temperature: 1, topP: 1, maxNewTokens: 48, seed: 0 };
 const LATENCY_PROMPTS = 4;
+/** Prompts decoded one at a time by both engines for the llama.cpp comparison. */
+const LLAMA_PROMPTS = 8;
 const TRAIN_BATCH = 32;
 
 const program = new Command()
@@ -65,6 +68,12 @@ runCli(async (signal, backend) => {
   try {
     log('sampling ...');
     const sampling = await benchSampling(bench, dataset, signal);
+    log('studio and llama.cpp on the same GGUF ...');
+    const llamaCpp = await compareWithLlamaCpp(
+      bench,
+      datasetPrompts(bench, dataset, LLAMA_PROMPTS),
+      signal,
+    );
     log('training ...');
     const examples = buildBenchExamples(bench, dataset, TRAIN_BATCH * (warmup + timed), 0);
     const steps = { warmup, timed, batchSize: TRAIN_BATCH };
@@ -75,7 +84,7 @@ runCli(async (signal, backend) => {
       measureTraining('align', bench, examples, steps, { signal, betweenSteps }),
     );
     const run = await describeRun(backend, bench, [loadAtStart, os.loadavg()[0]]);
-    const report = buildReport(run, matmul, sampling, sft, align);
+    const report = { ...buildReport(run, matmul, sampling, sft, align), llamaCpp };
     printReport(report);
     const out = path.resolve(options.out);
     await writeFileAtomically(out, `${JSON.stringify(report, null, 2)}\n`);
@@ -222,7 +231,7 @@ function buildReport(
   };
 }
 
-type Report = ReturnType<typeof buildReport>;
+type Report = ReturnType<typeof buildReport> & { llamaCpp: LlamaComparison };
 
 function printReport(report: Report): void {
   const { machine, backend, model } = report;
@@ -282,6 +291,18 @@ function reportRows(report: Report): string[][] {
       `${s.prompts} prompts, ${s.maxNewTokens} new`,
       `${s.msPerBatch.toFixed(0)} ms/batch, ${s.msPerDecodeStep.toFixed(1)} ms/step`,
       `${s.tokensPerSecond.toFixed(0)} tok/s (${s.generatedTokens} tok)`,
+      '',
+      '',
+    ]);
+  }
+  const compare = report.llamaCpp;
+  for (const r of [compare.studio, ...compare.llamaCpp]) {
+    const ratio = compare.ratios.find((x) => x.threads === r.threads && r.engine !== 'studio');
+    rows.push([
+      `${r.engine} GGUF greedy`,
+      `${compare.prompts} prompts, ${compare.newTokensPerPrompt} new, batch 1, ${r.threads} thread${r.threads > 1 ? 's' : ''}`,
+      `${((1000 * r.wallSeconds) / r.tokens).toFixed(2)} ms/token`,
+      `${r.tokensPerSecond.toFixed(0)} tok/s${ratio ? ` (${ratio.llamaCppOverStudio.toFixed(2)}x studio)` : ''}`,
       '',
       '',
     ]);
