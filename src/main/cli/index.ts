@@ -261,7 +261,8 @@ function createProgressPrinter(
       barKey = '';
       process.stdout.write(`${event.message}\n`);
     } else if (event.type === 'load/progress') {
-      ensureBar('load', 'loading', event.total).update(event.done);
+      const label = event.stage === 'read' ? 'reading weights' : 'converting';
+      ensureBar(`load-${event.stage}`, label, event.total).update(event.done);
     } else if (event.type === 'sample/progress') {
       ensureBar(`sample-${event.phase}`, `sampling ${event.phase}`, event.total).update(event.done);
     } else {

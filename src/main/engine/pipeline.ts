@@ -234,6 +234,13 @@ export async function runPipeline(
   const input = await loadModel(options.modelDir, {
     onProgress: (progress) => emit({ type: 'load/progress', ...progress }),
   });
+  const parameters = countParameters(input.model.params);
+  phase(
+    'load',
+    `loaded ${input.model.config.architecture} model: ${parameters.toLocaleString('en-US')} parameters, ${(
+      (4 * parameters) / 2 ** 20
+    ).toFixed(1)} MiB of float32 weights in memory`,
+  );
   await fs.mkdir(options.outDir, { recursive: true });
   const report = emptyReport(options, dataset, input);
   // A GGUF file holds its tokenizer, so the file's hash covers both.

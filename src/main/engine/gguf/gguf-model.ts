@@ -120,6 +120,8 @@ export function configFromGguf(header: GgufHeader): ModelConfig {
     tieWordEmbeddings: !tensors.has('output.weight'),
     attentionBias: tensors.has('blk.0.attn_q.bias'),
   };
+  config.rmsNormEps = shortestFloat32(config.rmsNormEps);
+  config.ropeTheta = shortestFloat32(config.ropeTheta);
   const valueLength = metadata[`${architecture}.attention.value_length`];
   if (valueLength !== undefined && valueLength !== config.headDim) {
     throw new UserError(
@@ -133,6 +135,18 @@ export function configFromGguf(header: GgufHeader): ModelConfig {
     );
   }
   return config;
+}
+
+/**
+ * Returns the shortest decimal that rounds to the same float32 as `x`, so that a float32 field
+ * written as 1e-5 reads back as 1e-5 rather than 9.99999974737875e-6.
+ */
+function shortestFloat32(x: number): number {
+  for (let digits = 1; digits <= 9; digits++) {
+    const candidate = Number(x.toPrecision(digits));
+    if (Math.fround(candidate) === Math.fround(x)) return candidate;
+  }
+  return x;
 }
 
 export interface GgufLoadOptions {
@@ -167,7 +181,9 @@ export async function loadGgufModel(
     for (const [name, { info, shape }] of expected) {
       const values = await readGgufTensor(header, info);
       const engine = toEngineLayout(name, values, shape, config);
-      params[name] = tf.variable(tf.tensor(engine, shape), true);
+      const value = tf.tensor(engine, shape);
+      params[name] = tf.variable(value, true);
+      value.dispose();
       done += info.byteLength;
       options.onProgress?.({ stage: 'read', done, total, unit: 'bytes', file });
     }
