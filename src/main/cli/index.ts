@@ -260,6 +260,14 @@ function createProgressPrinter(
       bar = null;
       barKey = '';
       process.stdout.write(`${event.message}\n`);
+    } else if (event.type === 'model') {
+      bar?.stop();
+      bar = null;
+      barKey = '';
+      const mib = (event.weightBytes / 2 ** 20).toFixed(1);
+      process.stdout.write(
+        `loaded ${event.architecture} model: ${event.parameters.toLocaleString('en-US')} parameters, ${mib} MiB of float32 weights in memory\n`,
+      );
     } else if (event.type === 'load/progress') {
       const label = event.stage === 'read' ? 'reading weights' : 'converting';
       ensureBar(`load-${event.stage}`, label, event.total).update(event.done);

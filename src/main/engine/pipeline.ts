@@ -117,6 +117,8 @@ export type RunEvent =
   | { type: 'phase'; phase: RunPhase; message: string }
   | { type: 'sample/progress'; phase: 'before' | 'after'; done: number; total: number }
   | ({ type: 'load/progress' } & LoadProgress)
+  /** The loaded model: its size and the float32 memory its weights take. */
+  | { type: 'model'; architecture: string; parameters: number; weightBytes: number }
   | TrainingStepEvent;
 
 export type RunPhase =
@@ -235,12 +237,12 @@ export async function runPipeline(
     onProgress: (progress) => emit({ type: 'load/progress', ...progress }),
   });
   const parameters = countParameters(input.model.params);
-  phase(
-    'load',
-    `loaded ${input.model.config.architecture} model: ${parameters.toLocaleString('en-US')} parameters, ${(
-      (4 * parameters) / 2 ** 20
-    ).toFixed(1)} MiB of float32 weights in memory`,
-  );
+  emit({
+    type: 'model',
+    architecture: input.model.config.architecture,
+    parameters,
+    weightBytes: 4 * parameters,
+  });
   await fs.mkdir(options.outDir, { recursive: true });
   const report = emptyReport(options, dataset, input);
   // A GGUF file holds its tokenizer, so the file's hash covers both.
