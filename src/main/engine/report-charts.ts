@@ -154,15 +154,24 @@ function addMeasuredRows(
   }
 }
 
+/** Loss fields of a training-history row with their legend labels. */
+const LOSS_METRICS = [
+  ['loss', 'Loss'],
+  ['klLoss', 'KL loss'],
+  ['ktoLoss', 'KTO loss'],
+] as const;
+
 /** Renders loss curves by step (total, KL and KTO terms where logged); null without data. */
 export async function renderLossChart(
   history: readonly TrainingHistoryRow[],
 ): Promise<string | null> {
-  const metrics = ['loss', 'klLoss', 'ktoLoss'] as const;
   const values = history.flatMap((row) =>
-    metrics
-      .filter((metric) => Number.isFinite(row[metric]))
-      .map((metric) => ({ step: row.step, stage: String(row.stage), metric, value: row[metric] })),
+    LOSS_METRICS.filter(([metric]) => Number.isFinite(row[metric])).map(([metric, label]) => ({
+      step: row.step,
+      stage: String(row.stage),
+      metric: label,
+      value: row[metric],
+    })),
   );
   if (values.length === 0) return null;
   return renderSvg({
@@ -171,10 +180,20 @@ export async function renderLossChart(
     height: 220,
     mark: { type: 'line', point: values.length <= 60 },
     encoding: {
-      x: { field: 'step', type: 'quantitative', title: 'step' },
-      y: { field: 'value', type: 'quantitative', title: 'loss' },
-      color: { field: 'metric', type: 'nominal', sort: [...metrics], title: null },
-      strokeDash: { field: 'stage', type: 'nominal', title: 'stage' },
+      x: {
+        field: 'step',
+        type: 'quantitative',
+        title: 'Step',
+        axis: { format: 'd', tickMinStep: 1 },
+      },
+      y: { field: 'value', type: 'quantitative', title: 'Loss' },
+      color: {
+        field: 'metric',
+        type: 'nominal',
+        sort: LOSS_METRICS.map(([, label]) => label),
+        title: null,
+      },
+      strokeDash: { field: 'stage', type: 'nominal', title: 'Stage' },
     },
   });
 }

@@ -10,6 +10,28 @@ import type {
   RunReport,
   TrainingHistoryRow,
 } from '../../shared/report-types';
+import {
+  definitionList,
+  escapeValue,
+  formatDuration,
+  formatExponent,
+  formatFixed,
+  formatPercent,
+  formatWhole,
+  humanLabel,
+  MISSING,
+  section,
+} from './report-format';
+import {
+  modelList,
+  samplingSettingsList,
+  trainedModelList,
+  trainingSettingsBlock,
+} from './report-settings-html';
+
+export { escapeHtml } from './report-format';
+
+const e = escapeValue;
 
 export interface ReportCharts {
   shareSvg: string | null;
@@ -18,27 +40,6 @@ export interface ReportCharts {
 
 /** Maximum training-history rows in the HTML table; report.json keeps every row. */
 const MAX_HISTORY_ROWS = 60;
-
-export function escapeHtml(text: string): string {
-  return text
-    .replaceAll('&', '&amp;')
-    .replaceAll('<', '&lt;')
-    .replaceAll('>', '&gt;')
-    .replaceAll('"', '&quot;')
-    .replaceAll("'", '&#39;');
-}
-
-const e = (value: unknown): string => escapeHtml(String(value));
-
-function num(value: number | null | undefined, digits = 3): string {
-  return value === null || value === undefined || !Number.isFinite(value)
-    ? '–'
-    : value.toFixed(digits);
-}
-
-function pct(value: number | null | undefined): string {
-  return value === null || value === undefined ? '–' : `${(100 * value).toFixed(1)}%`;
-}
 
 /** Builds the whole report page. `charts` are SVG strings rendered by report-charts.ts. */
 export function renderReportHtml(report: RunReport, charts: ReportCharts): string {
@@ -51,12 +52,14 @@ export function renderReportHtml(report: RunReport, charts: ReportCharts): strin
     statusBanner(report),
     `<h1>${e(report.dataset.title)}</h1>`,
     section('Model', modelList(report)),
+    section('Trained model', trainedModelList(report)),
     section('Dataset and target', datasetList(report)),
     section('Results', resultsTable(report)),
     section('Shares per occupation', chartBlock(report, charts.shareSvg)),
     section('Per occupation', occupationTable(report)),
-    section('Settings', settingsList(report)),
-    section('Training', trainingBlock(report.trainingHistory, charts.lossSvg)),
+    section('Sampling settings', samplingSettingsList(report)),
+    section('Training settings', trainingSettingsBlock(report.settings.training)),
+    section('Training history', trainingBlock(report.trainingHistory, charts.lossSvg)),
     section('Example responses', examplesTable(report)),
     section('Timings', timingsList(report.timingsMs)),
     section('Method', methodNotes(report)),
@@ -89,43 +92,6 @@ function statusBanner(report: RunReport): string {
   );
 }
 
-function section(heading: string, body: string): string {
-  return `<section><h2>${e(heading)}</h2>\n${body}\n</section>`;
-}
-
-function definitionList(items: [string, string][]): string {
-  const rows = items.map(([term, value]) => `<dt>${e(term)}</dt><dd>${value}</dd>`).join('');
-  return `<dl>${rows}</dl>`;
-}
-
-function json(value: unknown): string {
-  return `<pre>${e(JSON.stringify(value, null, 2))}</pre>`;
-}
-
-/** Definition rows for the values that are present, as code. */
-function optionalRows(rows: [string, string | undefined][]): [string, string][] {
-  return rows.flatMap(([label, value]) =>
-    value === undefined ? [] : [[label, `<code>${e(value)}</code>`] as [string, string]],
-  );
-}
-
-function modelList(report: RunReport): string {
-  const { model } = report;
-  return definitionList([
-    ['Model folder', `<code>${e(model.path)}</code>`],
-    ['SHA-256', `<code>${e(model.sha256)}</code>`],
-    ...optionalRows([
-      ['Tokenizer SHA-256', model.tokenizerSha256],
-      ['Trained model folder', report.trainedModel?.path],
-      ['Trained SHA-256', report.trainedModel?.sha256],
-      ['Trained tokenizer SHA-256', report.trainedModel?.tokenizerSha256],
-      ['Backend', report.backend],
-    ]),
-    ['Parameters', e(model.parameterCount.toLocaleString('en-US'))],
-    ['Configuration', json(model.config)],
-  ]);
-}
-
 function datasetList(report: RunReport): string {
   const { dataset } = report;
   return definitionList([
@@ -133,19 +99,6 @@ function datasetList(report: RunReport): string {
     ['Categories', dataset.categories.map((c, i) => `${i}: ${e(c)}`).join(', ')],
     ['Target', e(dataset.target.kind)],
     ['Target source', e(dataset.target.source)],
-  ]);
-}
-
-function settingsList(report: RunReport): string {
-  const { settings } = report;
-  return definitionList([
-    ['Rounds per occupation', e(settings.rounds)],
-    ['Seed', e(settings.seed)],
-    ['Temperature', e(settings.temperature)],
-    ['Top-p', e(settings.topP)],
-    ['Max new tokens', e(settings.maxNewTokens)],
-    ['Steering token draws', e(settings.steeringDraws ?? 'independent')],
-    ['Training', settings.training ? json(settings.training) : 'none (measurement only)'],
   ]);
 }
 
@@ -159,30 +112,59 @@ function resultsTable(report: RunReport): string {
   const metricRows: [string, (s: MeasurementSummary) => string][] = [
     ['Responses', (s) => e(s.sampleCount)],
     ['Naming a category', (s) => e(s.knownCount)],
-    ['Unknown (left out of shares)', (s) => `${e(s.unknownCount)} (${pct(s.unknownShare)})`],
+    [
+      'Unknown (left out of shares)',
+      (s) => `${e(s.unknownCount)} (${formatPercent(s.unknownShare)})`,
+    ],
     ['Occupations measured', (s) => `${s.measuredOccupationCount} of ${s.occupations.length}`],
-    ['MAE [95% CI]', (s) => `<strong>${num(s.mae)}</strong> ${interval(s)}`],
-    ['KL(target ‖ measured), nats', (s) => num(s.kl)],
-    ['Total variation', (s) => num(s.tv)],
-    ['Steering token/text agreement', (s) => `${pct(s.agreement)} (n = ${s.agreementSampleCount})`],
+    ['MAE [95% CI]', (s) => `<strong>${formatFixed(s.mae)}</strong> ${interval(s)}`],
+    ['KL(target ‖ measured), nats', (s) => formatFixed(s.kl)],
+    ['Total variation', (s) => formatFixed(s.tv)],
+    [
+      'Steering token/text agreement',
+      (s) => `${formatPercent(s.agreement)} (n = ${s.agreementSampleCount})`,
+    ],
     [
       'Steering softmax MAE (no sampling noise)',
-      (s) => (s.steeringCalibration ? num(s.steeringCalibration.mae) : '–'),
+      (s) => (s.steeringCalibration ? formatFixed(s.steeringCalibration.mae) : MISSING),
     ],
   ];
   const head = `<tr><th></th>${present.map(([name]) => `<th>${name}</th>`).join('')}</tr>`;
   const body = metricRows
-    .map(
-      ([label, cell]) =>
-        `<tr><th>${e(label)}</th>${present.map(([, s]) => `<td>${cell(s as MeasurementSummary)}</td>`).join('')}</tr>`,
-    )
+    .map(([label, cell]) => {
+      const cells = present.map(([, s]) => `<td>${cell(s as MeasurementSummary)}</td>`).join('');
+      return `<tr><th>${e(label)}</th>${cells}</tr>`;
+    })
     .join('\n');
-  return `<table class="results">${head}\n${body}</table>${flaggedNote(present)}`;
+  return (
+    `<table class="results">${head}\n${body}</table>` +
+    maeIntervalNote(present) +
+    flaggedNote(present)
+  );
 }
 
 function interval(summary: MeasurementSummary): string {
   const ci = summary.maeInterval;
-  return ci ? `[${num(ci.low)}, ${num(ci.high)}]` : '[–]';
+  return ci ? `[${formatFixed(ci.low)}, ${formatFixed(ci.high)}]` : `[${MISSING}]`;
+}
+
+function maeIntervalNote(present: [string, MeasurementSummary | undefined][]): string {
+  const below = present
+    .filter(([, s]) => s?.mae != null && s.maeInterval && s.mae < s.maeInterval.low)
+    .map(([name]) => name);
+  const belowNote =
+    below.length > 0 ? ` Here the ${below.join(' and ')} estimate lies below its interval.` : '';
+  const withinStrata = present.some(
+    ([, s]) => s?.method.maeInterval === 'bootstrap-percentile-95-within-steering-strata',
+  );
+  const strataNote = withinStrata
+    ? ' With stratified steering draws the responses are resampled within the groups that drew the same steering token, whose sizes the draws fix.'
+    : '';
+  return (
+    `<p class="note">MAE 95% CI: a bootstrap percentile interval over the responses.${strataNote} ` +
+    'Because MAE is an absolute value, resampling noise pushes bootstrap values upward, so the ' +
+    `point estimate can sit at or near the lower bound, or even below it.${belowNote}</p>`
+  );
 }
 
 function flaggedNote(present: [string, MeasurementSummary | undefined][]): string {
@@ -205,15 +187,15 @@ function chartBlock(report: RunReport, svg: string | null): string {
 }
 
 function shares(values: number[] | null): string {
-  return values ? values.map((v) => num(v, 2)).join(' / ') : '–';
+  return values ? values.map((v) => formatFixed(v, 2)).join(' / ') : MISSING;
 }
 
 function occupationCells(row: OccupationMeasurement | undefined): string {
-  if (!row) return '<td>–</td><td>–</td><td>–</td><td>–</td>';
+  if (!row) return `<td>${MISSING}</td>`.repeat(4);
   const flag = row.flagged ? ' class="warn"' : '';
   return (
     `<td${flag}>${shares(row.measured)}</td><td>${row.total}</td>` +
-    `<td>${row.unknownCount}</td><td>${num(row.mae)}</td>`
+    `<td>${row.unknownCount}</td><td>${formatFixed(row.mae)}</td>`
   );
 }
 
@@ -230,24 +212,42 @@ function occupationTable(report: RunReport): string {
       return `<tr><td>${e(row.occupation)}</td><td>${shares(row.target)}</td>${occupationCells(report.before?.occupations[i])}${after}</tr>`;
     })
     .join('\n');
-  return `<p>Shares are listed as ${categories}.</p><table>${head}\n${body}</table>`;
+  return `<p>Shares are listed as ${categories}.</p><table class="occupations">${head}\n${body}</table>`;
 }
+
+/** Training-history columns in display order, each with the format of its numbers. */
+const HISTORY_COLUMNS: [keyof TrainingHistoryRow & string, (value: number) => string][] = [
+  ['step', (v) => (Number.isInteger(v) ? String(v) : formatFixed(v, 1))],
+  ['stage', String],
+  ['loss', (v) => formatFixed(v, 4)],
+  ['klLoss', (v) => formatFixed(v, 4)],
+  ['ktoLoss', (v) => formatFixed(v, 4)],
+  ['z0', (v) => formatFixed(v, 4)],
+  ['lr', (v) => formatExponent(v)],
+  ['tokensPerSec', formatWhole],
+];
 
 function trainingBlock(history: TrainingHistoryRow[], svg: string | null): string {
   if (history.length === 0) return '<p>No training steps were recorded.</p>';
   const stride = Math.ceil(history.length / MAX_HISTORY_ROWS);
   const shown = history.filter((_, i) => i % stride === 0 || i === history.length - 1);
-  const columns = ['step', 'stage', 'loss', 'klLoss', 'ktoLoss', 'z0', 'lr', 'tokensPerSec'];
-  const head = `<tr>${columns.map((c) => `<th>${e(c)}</th>`).join('')}</tr>`;
-  const cell = (value: unknown) => (typeof value === 'number' ? num(value, 4) : e(value ?? '–'));
+  // Columns that no logged step has, such as the KL loss of an SFT-only run, are left out.
+  const columns = HISTORY_COLUMNS.filter(([key]) => history.some((row) => row[key] != null));
+  const head = `<tr>${columns.map(([key]) => `<th>${e(humanLabel(key))}</th>`).join('')}</tr>`;
+  const cell = (value: unknown, format: (value: number) => string) =>
+    typeof value === 'number' ? e(format(value)) : e(value ?? MISSING);
   const body = shown
-    .map((row) => `<tr>${columns.map((c) => `<td>${cell(row[c])}</td>`).join('')}</tr>`)
+    .map((row) => {
+      const cells = columns.map(([key, format]) => `<td>${cell(row[key], format)}</td>`);
+      return `<tr>${cells.join('')}</tr>`;
+    })
     .join('\n');
   const note =
     stride > 1
       ? `<p>Every ${stride}th of ${history.length} steps shown; report.json has all.</p>`
       : '';
-  return `${svg ? `<div class="chart">${svg}</div>` : ''}${note}<table>${head}\n${body}</table>`;
+  const chart = svg ? `<div class="chart">${svg}</div>` : '';
+  return `${chart}${note}<table class="history">${head}\n${body}</table>`;
 }
 
 function examplesTable(report: RunReport): string {
@@ -260,7 +260,7 @@ function examplesTable(report: RunReport): string {
     .map(
       (ex: ExampleResponse) =>
         `<tr><td>${e(ex.phase)}</td><td>${e(ex.occupation)}</td><td><pre>${e(ex.prompt)}</pre></td>` +
-        `<td><pre>${e(ex.text)}</pre></td><td>${ex.steeringCategory === null ? '–' : name(ex.steeringCategory)}</td>` +
+        `<td><pre>${e(ex.text)}</pre></td><td>${ex.steeringCategory === null ? MISSING : name(ex.steeringCategory)}</td>` +
         `<td>${name(ex.textCategory)}</td></tr>`,
     )
     .join('\n');
@@ -270,7 +270,7 @@ function examplesTable(report: RunReport): string {
 function timingsList(timings: Record<string, number>): string {
   const entries = Object.entries(timings);
   if (entries.length === 0) return '<p>No timings were recorded.</p>';
-  return definitionList(entries.map(([phase, ms]) => [phase, `${e((ms / 1000).toFixed(1))} s`]));
+  return definitionList(entries.map(([phase, ms]) => [humanLabel(phase), e(formatDuration(ms))]));
 }
 
 function methodNotes(report: RunReport): string {
@@ -296,7 +296,7 @@ function bootstrapMeans(report: RunReport): string {
   ];
   return phases
     .filter(([, summary]) => summary)
-    .map(([name, summary]) => `${name} ${num(summary?.maeBootstrapMean)}`)
+    .map(([name, summary]) => `${name} ${formatFixed(summary?.maeBootstrapMean)}`)
     .join(', ');
 }
 
@@ -309,15 +309,18 @@ function footer(report: RunReport): string {
 
 const CSS = `
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 0 16px 32px; color: #1a1a1a; }
-h1 { font-size: 22px; } h2 { font-size: 17px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h1 { font-size: 22px; } h2 { font-size: 17px; border-bottom: 1px solid #ddd; padding-bottom: 4px; } h3 { font-size: 15px; margin: 14px 0 4px; }
 .banner { margin: 16px 0; padding: 12px 16px; border-radius: 6px; font-size: 16px; }
 .banner.ok { background: #e7f5e9; border: 1px solid #2e7d32; color: #1b5e20; }
 .banner.bad { background: #c62828; color: #fff; border: 2px solid #8e0000; }
 .banner .error { margin-top: 6px; font-family: ui-monospace, monospace; white-space: pre-wrap; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; } dt { font-weight: 600; } dd { margin: 0; }
+dd dl { margin: 0; } .note { color: #444; font-size: 13px; max-width: 760px; } dd .note { margin: 2px 0 0; }
 table { border-collapse: collapse; margin: 8px 0; } th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; } .results td { min-width: 160px; }
+th { background: #f5f5f5; } .results td { min-width: 160px; } .history td, .settings td { font-variant-numeric: tabular-nums; }
+.history td:not(:nth-child(2)) { text-align: right; } .occupations td:not(:first-child) { white-space: nowrap; }
 pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 12px; }
+details { margin: 8px 0; } summary { cursor: pointer; color: #444; }
 .examples pre { max-width: 420px; } code { font-size: 12px; word-break: break-all; }
 .warn { color: #b71c1c; } .missing { color: #666; font-style: italic; } .chart { overflow-x: auto; }
 footer { margin-top: 24px; color: #555; font-size: 12px; }
