@@ -19,7 +19,11 @@ export interface MeasurementMethod {
   /** Smoothing of counts before KL(target || measured), e.g. 0.5 added to every count. */
   klSmoothingPseudocount: number;
   shareInterval: 'wilson-95';
-  maeInterval: 'bootstrap-percentile-95';
+  /**
+   * Percentile bootstrap over the responses; with stratified steering draws, within the groups
+   * of responses that drew the same steering token.
+   */
+  maeInterval: 'bootstrap-percentile-95' | 'bootstrap-percentile-95-within-steering-strata';
   bootstrapReps: number;
   bootstrapSeed: number;
 }

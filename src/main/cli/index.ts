@@ -6,6 +6,7 @@
  *   datasets  list the datasets
  */
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../../shared/errors';
 import { listDatasets } from '../engine/datasets';
@@ -23,7 +24,16 @@ import {
 import { createBar, formatStep } from './progress';
 import { runCli } from './run-cli';
 
-const DEFAULT_MODEL = 'resources/starter-model';
+/** The committed starter model, found from this file so that any working folder works. */
+const DEFAULT_MODEL = fileURLToPath(new URL('../../../resources/starter-model', import.meta.url));
+
+/**
+ * Resolves a path the user typed against the folder they ran the command in: `npm run` starts
+ * scripts in the package root and keeps the caller's folder in INIT_CWD.
+ */
+function userPath(value: unknown): string {
+  return path.resolve(process.env.INIT_CWD ?? process.cwd(), String(value));
+}
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -69,13 +79,17 @@ function addRunOptions(command: Command, training: boolean): Command {
     )
     .option(
       '--seed <n>',
-      'seed of sampling, example order and training; sampling after training uses seed + 1',
+      training
+        ? 'seed of sampling, example order and training; sampling after training uses seed + 1'
+        : 'seed of sampling',
       integer('--seed', 0),
       d.seed,
     )
     .option(
       '--out <dir>',
-      'run folder for the report, checkpoints and model (default runs/<dataset>-<time>)',
+      training
+        ? 'run folder for the report, checkpoints and model (default runs/<dataset>-<time>)'
+        : 'folder for the report (default runs/<dataset>-<time>)',
     )
     .option(
       '--temperature <t>',
@@ -171,13 +185,21 @@ function addRunOptions(command: Command, training: boolean): Command {
     .option('--resume', 'continue the run in --out from its newest checkpoint')
     .option('--export-gguf <file>', 'also write the trained model to this .gguf file for llama.cpp')
     .addOption(
-      new Option('--export-type <type>', 'weight type of --export-gguf matrices')
-        .choices([...GGUF_EXPORT_TYPES])
-        .default('f16'),
+      new Option(
+        '--export-type <type>',
+        'weight type of --export-gguf matrices (default: f16)',
+      ).choices([...GGUF_EXPORT_TYPES]),
     );
 }
 
 type CliOptions = Record<string, string | number | boolean | undefined>;
+
+/** `real` and `uniform` pass through; anything else is a CSV path the user typed. */
+function targetOption(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value);
+  return text === 'real' || text === 'uniform' ? text : userPath(text);
+}
 
 function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
   const d = RUN_DEFAULTS;
@@ -186,12 +208,12 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
   const batchSize = num('trainBatch', d.align.batchSize);
   const checkpointEvery = num('checkpointEvery', d.align.checkpointEvery);
   return {
-    modelDir: path.resolve(String(o.model)),
+    modelDir: userPath(o.model),
     datasetId: String(o.dataset),
-    target: o.target === undefined ? undefined : String(o.target),
+    target: targetOption(o.target),
     rounds: Number(o.rounds),
     seed: Number(o.seed),
-    outDir: path.resolve(o.out ? String(o.out) : path.join('runs', `${o.dataset}-${stamp}`)),
+    outDir: userPath(o.out ? o.out : path.join('runs', `${o.dataset}-${stamp}`)),
     steeringMode: (o.steering as RunOptions['steeringMode']) ?? d.steeringMode,
     sampling: {
       temperature: Number(o.temperature),
@@ -221,15 +243,22 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
       beta: num('beta', d.loss.beta),
     },
     resume: Boolean(o.resume),
-    exportGguf: o.exportGguf
-      ? {
-          file: path.resolve(String(o.exportGguf)),
-          type: (o.exportType as GgufExportType | undefined) ?? 'f16',
-        }
-      : undefined,
+    exportGguf: exportOption(o),
     measureOnly,
     commandLine: process.argv.slice(2),
   };
+}
+
+function exportOption(o: CliOptions): RunOptions['exportGguf'] {
+  if (o.exportType !== undefined && o.exportGguf === undefined) {
+    throw new UserError('--export-type needs --export-gguf <file.gguf>, the file to write.');
+  }
+  return o.exportGguf
+    ? {
+        file: userPath(o.exportGguf),
+        type: (o.exportType as GgufExportType | undefined) ?? 'f16',
+      }
+    : undefined;
 }
 
 /** Progress bars per phase, built from the same events the desktop app receives. */
@@ -269,8 +298,9 @@ function createProgressPrinter(
         `loaded ${event.architecture} model: ${event.parameters.toLocaleString('en-US')} parameters, ${mib} MiB of float32 weights in memory\n`,
       );
     } else if (event.type === 'load/progress') {
-      const label = event.stage === 'read' ? 'reading weights' : 'converting';
-      ensureBar(`load-${event.stage}`, label, event.total).update(event.done);
+      // One bar for the bytes read; the per-tensor conversion events interleave with them.
+      if (event.stage === 'read')
+        ensureBar('load', 'reading weights', event.total).update(event.done);
     } else if (event.type === 'sample/progress') {
       ensureBar(`sample-${event.phase}`, `sampling ${event.phase}`, event.total).update(event.done);
     } else {
@@ -328,12 +358,13 @@ async function runExport(o: CliOptions): Promise<number> {
     throw new UserError('Pass exactly one of --gguf <file> or --hf <dir>.');
   }
   const target: ExportTarget = o.gguf
-    ? { kind: 'gguf', file: path.resolve(String(o.gguf)), type: o.type as GgufExportType }
-    : { kind: 'hf', dir: path.resolve(String(o.hf)) };
+    ? { kind: 'gguf', file: userPath(o.gguf), type: o.type as GgufExportType }
+    : { kind: 'hf', dir: userPath(o.hf) };
   let bar: ReturnType<typeof createBar> | null = null;
-  await exportModel(path.resolve(String(o.model)), target, {
+  await exportModel(userPath(o.model), target, {
     onProgress: (p) => {
-      bar ??= createBar('loading', p.total);
+      if (p.stage !== 'read') return;
+      bar ??= createBar('reading weights', p.total);
       bar.update(p.done);
     },
   }).finally(() => bar?.stop());

@@ -27,6 +27,11 @@ export async function exportModel(
     if (!/\.gguf$/i.test(target.file)) {
       throw new UserError(`GGUF output ${target.file} must be a file name ending in .gguf.`);
     }
+    if (await fs.stat(target.file).catch(() => null)) {
+      throw new UserError(
+        `GGUF output ${target.file} already exists; name a new file, or move the old one away first.`,
+      );
+    }
   } else {
     const entries = await fs.readdir(target.dir).catch(() => null);
     if (entries && entries.length > 0) {

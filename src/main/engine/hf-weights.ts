@@ -16,7 +16,12 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../shared/errors';
 import { locateWeights, type WeightLayout } from './hf-weight-layout';
 import { type ModelConfig, type Params, parameterShapes } from './model';
-import { assertModelFits, type LoadProgress, READ_CHUNK_BYTES } from './model-memory';
+import {
+  assertFiniteWeights,
+  assertModelFits,
+  type LoadProgress,
+  READ_CHUNK_BYTES,
+} from './model-memory';
 import {
   bytesPerElement,
   decodeFloat32Into,
@@ -265,6 +270,7 @@ class WeightReader {
         }
       }
     });
+    assertFiniteWeights(values, entry.name, shard.file);
     const tensor = tf.tensor(values, plan.shape, 'float32');
     this.params[plan.name] = tf.variable(tensor, true);
     tensor.dispose();

@@ -33,6 +33,11 @@ export interface SummarizeOptions {
   bootstrapReps?: number;
   /** Seed of the bootstrap resampling, so a report can be recomputed exactly. */
   seed?: number;
+  /**
+   * Resample within the groups of responses that drew the same steering token, keeping each
+   * group's size, as stratified steering draws fix those sizes by design. Off by default.
+   */
+  stratifyBySteering?: boolean;
 }
 
 /**
@@ -89,7 +94,7 @@ export function summarizeMeasurement(
     measuredOccupationCount: measured.length,
     flaggedOccupations: occupations.filter((row) => row.flagged).map((row) => row.occupation),
     mae: meanOrNull(measured.map((row) => row.mae as number)),
-    ...bootstrapMae(dataset, labelsByOccupation, method),
+    ...bootstrapMae(dataset, bootstrapGroups(dataset, samples, method), method),
     kl: meanOrNull(measured.map((row) => row.kl as number)),
     tv: meanOrNull(measured.map((row) => row.tv as number)),
     agreement: agreement.share,
@@ -108,7 +113,9 @@ function measurementMethod(options: SummarizeOptions): MeasurementMethod {
     reader: 'lowercased text, whole-word category names, the latest last mention wins',
     klSmoothingPseudocount: KL_PSEUDOCOUNT,
     shareInterval: 'wilson-95',
-    maeInterval: 'bootstrap-percentile-95',
+    maeInterval: options.stratifyBySteering
+      ? 'bootstrap-percentile-95-within-steering-strata'
+      : 'bootstrap-percentile-95',
     bootstrapReps: reps,
     bootstrapSeed: options.seed ?? DEFAULT_BOOTSTRAP_SEED,
   };
@@ -231,14 +238,36 @@ function meanOrNull(values: number[]): number | null {
 }
 
 /**
+ * Resampling groups per occupation: all its responses, or with stratified steering draws one
+ * group per drawn steering token, whose size the draws fixed.
+ */
+function bootstrapGroups(
+  dataset: DatasetShape,
+  samples: readonly MeasuredSample[],
+  method: MeasurementMethod,
+): number[][][] {
+  const stratified = method.maeInterval === 'bootstrap-percentile-95-within-steering-strata';
+  const groups = dataset.occupations.map(() => new Map<number, number[]>());
+  for (const sample of samples) {
+    const key = stratified ? (sample.steeringCategory ?? -1) : 0;
+    const byKey = groups[sample.occupationIndex];
+    const group = byKey.get(key) ?? [];
+    group.push(sample.textCategory ?? -1);
+    byKey.set(key, group);
+  }
+  return groups.map((byKey) => [...byKey.values()]);
+}
+
+/**
  * Percentile bootstrap of the dataset MAE. Each replicate resamples every occupation's
- * responses (unknown ones included) with replacement and recomputes the dataset MAE the same
- * way as the point estimate, so an occupation whose resample is all unknown is left out of
- * that replicate. Occupations are fixed: only the responses within them vary.
+ * responses (unknown ones included) with replacement, group by group, and recomputes the
+ * dataset MAE the same way as the point estimate, so an occupation whose resample is all
+ * unknown is left out of that replicate. Occupations are fixed: only the responses within them
+ * vary.
  */
 function bootstrapMae(
   dataset: DatasetShape,
-  labelsByOccupation: number[][],
+  groupsByOccupation: number[][][],
   method: MeasurementMethod,
 ): { maeInterval: Interval | null; maeBootstrapMean: number | null } {
   const k = dataset.categories.length;
@@ -246,9 +275,12 @@ function bootstrapMae(
   const replicateMaes: number[] = [];
   for (let rep = 0; rep < method.bootstrapReps; rep++) {
     const maes: number[] = [];
-    labelsByOccupation.forEach((labels, i) => {
-      if (labels.length === 0) return;
-      const counts = countLabels(sampleWithReplacement(labels, labels.length, random), k);
+    groupsByOccupation.forEach((groups, i) => {
+      if (groups.length === 0) return;
+      const resampled = groups.flatMap((labels) =>
+        sampleWithReplacement(labels, labels.length, random),
+      );
+      const counts = countLabels(resampled, k);
       const known = counts.reduce((a, b) => a + b, 0);
       if (known === 0) return;
       const measured = counts.map((count) => count / known);

@@ -142,3 +142,17 @@ function formatBytes(bytes: number): string {
   const gib = bytes / 2 ** 30;
   return gib >= 1 ? `${gib.toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
+
+/**
+ * Throws a UserError naming `tensor` and `source` when `values` holds NaN or infinity: such a
+ * model generates only garbage, and would otherwise measure as a model that names no category.
+ */
+export function assertFiniteWeights(values: Float32Array, tensor: string, source: string): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      throw new UserError(
+        `${source}: tensor ${tensor} holds ${values[i]} at element ${i}; the weights are corrupt. Re-download or re-export the model.`,
+      );
+    }
+  }
+}

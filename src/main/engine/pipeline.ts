@@ -7,7 +7,7 @@
  * checkpoint. A failed or cancelled run still writes a report, marked as such.
  */
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { AttuneError, UserError } from '../../shared/errors';
@@ -34,6 +34,7 @@ import { summarizeMeasurement } from './metrics';
 import { countParameters, type LlamaModel } from './model';
 import type { LoadProgress } from './model-memory';
 import { writeReport } from './report';
+import { checkResumeSettings, RUN_SETTINGS_FILE, saveRunSettings } from './run-settings';
 import { readLatestCheckpoint, readTrainerState, saveTrainingCheckpoint } from './run-store';
 import { DEFAULT_SAMPLING, type SamplingOptions, validateSampling } from './sampler';
 import { attachSteeringTokens, type SteeringMode } from './steering';
@@ -179,12 +180,17 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
       `Cannot resume: the run in ${options.outDir} is complete, and its report is kept as it is.`,
     );
   }
-  if (options.exportGguf) await checkExportTarget(options.exportGguf);
+  if (options.resume) await checkResumeSettings(options);
+  if (options.exportGguf) await checkExportTarget(options.exportGguf, options.modelDir);
+  await checkWritableFolder(options.outDir, '--out');
   return { dataset };
 }
 
 /** Rejects a GGUF export path that cannot be written, before hours of training. */
-async function checkExportTarget(target: { file: string; type: GgufExportType }): Promise<void> {
+async function checkExportTarget(
+  target: { file: string; type: GgufExportType },
+  modelPath: string,
+): Promise<void> {
   if (!GGUF_EXPORT_TYPES.includes(target.type)) {
     throw new UserError(
       `Unknown GGUF weight type ${JSON.stringify(target.type)}; use ${GGUF_EXPORT_TYPES.join(', ')}.`,
@@ -193,13 +199,30 @@ async function checkExportTarget(target: { file: string; type: GgufExportType })
   if (!/\.gguf$/i.test(target.file)) {
     throw new UserError(`--export-gguf ${target.file} must name a file ending in .gguf.`);
   }
-  const stat = await fs.stat(target.file).catch(() => null);
-  if (stat?.isDirectory()) {
-    throw new UserError(`--export-gguf ${target.file} is a folder; name a .gguf file.`);
+  if (path.resolve(target.file) === path.resolve(modelPath)) {
+    throw new UserError(
+      `--export-gguf ${target.file} is the input model; name a new file so the base model is kept.`,
+    );
   }
-  const parent = await fs.stat(path.dirname(target.file)).catch(() => null);
-  if (parent && !parent.isDirectory()) {
-    throw new UserError(`--export-gguf ${target.file}: ${path.dirname(target.file)} is a file.`);
+  if (await fs.stat(target.file).catch(() => null)) {
+    throw new UserError(
+      `--export-gguf ${target.file} already exists; name a new file, or move the old one away first.`,
+    );
+  }
+  await checkWritableFolder(path.dirname(target.file), '--export-gguf');
+}
+
+/** Creates `dir` if needed and checks that files can be written in it. */
+export async function checkWritableFolder(dir: string, flag: string): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true });
+    await fs.access(dir, fsConstants.W_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+    throw new UserError(
+      `${flag}: cannot write in ${dir} (${code}). Choose a folder you can write to.`,
+      { cause: error },
+    );
   }
 }
 
@@ -208,7 +231,8 @@ async function checkExportTarget(target: { file: string; type: GgufExportType })
  * first measurement was saved: nothing in it can be resumed, so a new run may replace it.
  */
 async function isAbandonedRun(outDir: string, entries: string[]): Promise<boolean> {
-  if (!entries.every((e) => e === 'report.json' || e === 'report.html')) return false;
+  const leftovers = new Set(['report.json', 'report.html', RUN_SETTINGS_FILE]);
+  if (!entries.every((e) => leftovers.has(e))) return false;
   const status = await reportStatus(outDir);
   return status === 'failed' || status === 'cancelled';
 }
@@ -244,6 +268,7 @@ export async function runPipeline(
     weightBytes: 4 * parameters,
   });
   await fs.mkdir(options.outDir, { recursive: true });
+  if (!options.resume) await saveRunSettings(options);
   const report = emptyReport(options, dataset, input);
   // A GGUF file holds its tokenizer, so the file's hash covers both.
   report.model.tokenizerSha256 = /\.gguf$/i.test(input.dir)
@@ -266,7 +291,7 @@ export async function runPipeline(
     const before = await timed('samplingBefore', () =>
       measureOrReuse(options, dataset, input, inputSteering, 'before', emit, context.signal),
     );
-    report.before = summarize(dataset, before, options.seed);
+    report.before = summarize(dataset, before, options);
     report.examples.push(...pickExamples(dataset, before, 'before'));
     if (options.measureOnly) {
       report.status = 'complete';
@@ -310,7 +335,7 @@ export async function runPipeline(
     const meta: ModelMeta = {
       steering: steered.steering,
       training: report.settings.training,
-      description: `Aligned by Attune ${ATTUNE_VERSION} on ${dataset.id} (${dataset.target.kind} target) from ${input.dir}`,
+      description: `Aligned by Attune ${ATTUNE_VERSION} on ${dataset.id} (${dataset.target.kind} target) from ${path.basename(input.dir)}`,
     };
     if (options.resume) report.trainingHistory.push(...(await historyBeforeResume(options.outDir)));
     const trained = await timed('training', () =>
@@ -361,7 +386,7 @@ export async function runPipeline(
         onProgress: (done, total) => emit({ type: 'sample/progress', phase: 'after', done, total }),
       }),
     );
-    report.after = summarize(dataset, after, options.seed);
+    report.after = summarize(dataset, after, options);
     report.examples.push(...pickExamples(dataset, after, 'after'));
     report.warnings = qualityWarnings(report.before, report.after);
     report.status = 'complete';
@@ -511,9 +536,14 @@ function matchingSteering(meta: ModelMeta, dataset: DatasetDefinition): Steering
 function summarize(
   dataset: DatasetDefinition,
   samples: SampledResponse[],
-  seed: number,
+  options: RunOptions,
 ): MeasurementSummary {
-  const summary = summarizeMeasurement(dataset, samples, { seed });
+  const stratifyBySteering =
+    options.steeringDraws === 'stratified' && samples.some((s) => s.steeringCategory !== null);
+  const summary = summarizeMeasurement(dataset, samples, {
+    seed: options.seed,
+    stratifyBySteering,
+  });
   const calibration = steeringCalibration(dataset, samples);
   return calibration ? { ...summary, steeringCalibration: calibration } : summary;
 }

@@ -77,7 +77,8 @@ export async function generate(
   context: GenerateContext,
 ): Promise<GenerationResult[]> {
   validateSampling(options);
-  const longest = Math.max(0, ...prompts.map((p) => p.length));
+  // A loop, not Math.max(...lengths): spreading 100k+ arguments overflows the call stack.
+  const longest = prompts.reduce((max, p) => Math.max(max, p.length), 0);
   if (longest + options.maxNewTokens > model.config.maxPositions) {
     throw new UserError(
       `A prompt of ${longest} tokens plus ${options.maxNewTokens} new tokens exceeds the model's ${model.config.maxPositions} positions; set max new tokens to at most ${Math.max(0, model.config.maxPositions - longest)}.`,

@@ -155,6 +155,11 @@ export function readTargetFile(
   categories: readonly string[],
   occupations: readonly string[],
 ): FileTargets {
+  if (!existsSync(filePath)) {
+    throw new UserError(
+      `Target ${filePath} is neither "real", "uniform" nor an existing CSV file. Pass --target real, --target uniform, or the path of a CSV file.`,
+    );
+  }
   const table = readCsvFile(filePath);
   requireColumns(table, ['occupation']);
   const kind = detectTargetKind(table, categories);

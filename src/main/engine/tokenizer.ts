@@ -83,9 +83,16 @@ export class TextTokenizer {
     } catch (error) {
       throw new UserError(`Invalid tokenizer ${source}: ${errorMessage(error)}.`, { cause: error });
     }
-    checkByteAlphabet(normalized, inner, source);
-    const tokenizer = new TextTokenizer(normalized, inner, source, { ...options });
+    let tokenizer: TextTokenizer;
+    try {
+      checkByteAlphabet(normalized, inner, source);
+      tokenizer = new TextTokenizer(normalized, inner, source, { ...options });
+    } catch (error) {
+      if (error instanceof UserError) throw error;
+      throw new UserError(`Invalid tokenizer ${source}: ${errorMessage(error)}.`, { cause: error });
+    }
     tokenizer.checkRoles();
+    tokenizer.checkContiguousIds();
     return tokenizer;
   }
 
@@ -175,6 +182,21 @@ export class TextTokenizer {
   get promptPrefix(): number[] {
     const bos = this.bosId;
     return this.options.addBosToken && bos !== undefined ? [bos] : [];
+  }
+
+  /**
+   * Rejects a vocabulary whose ids have gaps: a model samples every id below its vocabulary
+   * size, and a sampled id without a token could not be decoded.
+   */
+  private checkContiguousIds(): void {
+    for (let id = 0; id < this.vocabSize; id++) {
+      if (this.inner.id_to_token(id) == null) {
+        throw new UserError(
+          `Invalid tokenizer ${this.source}: no token has id ${id}, though ids go up to ${this.vocabSize - 1}. ` +
+            'Every id from 0 to the largest must have a token.',
+        );
+      }
+    }
   }
 
   /** Rejects a BOS or EOS token text that is not in the vocabulary. */

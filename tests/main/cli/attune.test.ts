@@ -22,13 +22,23 @@ interface CliResult {
   stderr: string;
 }
 
-/** Runs `npx tsx src/main/cli/index.ts ...args` from the repository root. */
-function attune(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+/** Runs `node --import tsx src/main/cli/index.ts ...args` from the repository root. */
+function attune(
+  args: string[],
+  timeoutMs = 60_000,
+  env: Record<string, string> = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
+    // The same process `npm run attune` starts; npx would overwrite INIT_CWD.
     const child = execFile(
-      'npx',
-      ['tsx', 'src/main/cli/index.ts', ...args],
-      { cwd: ROOT, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      process.execPath,
+      ['--import', 'tsx', 'src/main/cli/index.ts', ...args],
+      {
+        cwd: ROOT,
+        timeout: timeoutMs,
+        maxBuffer: 16 * 1024 * 1024,
+        env: { ...process.env, ...env },
+      },
       (_error, stdout, stderr) => {
         resolve({ code: child.exitCode ?? -1, stdout, stderr });
       },
@@ -269,6 +279,16 @@ describe('attune export', () => {
     for (const file of ['config.json', 'model.safetensors', 'tokenizer.json']) {
       expect(existsSync(path.join(hf, file)), file).toBe(true);
     }
+  });
+
+  it('resolves relative paths against the folder npm was run in', async () => {
+    // npm run starts scripts in the package root and passes the caller's folder as INIT_CWD.
+    const result = await attune(['export', '--gguf', 'relative.gguf', '--type', 'f32'], 60_000, {
+      INIT_CWD: tempDir,
+    });
+    expect(result.code, `exit code (stderr: ${result.stderr.slice(-2000)})`).toBe(0);
+    expect(existsSync(path.join(tempDir, 'relative.gguf')), 'file in INIT_CWD').toBe(true);
+    expect(existsSync(path.join(ROOT, 'relative.gguf')), 'nothing in the package root').toBe(false);
   });
 
   it('refuses a target that is not a .gguf file, or both targets', async () => {

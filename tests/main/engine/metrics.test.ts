@@ -188,6 +188,26 @@ describe('bootstrap MAE interval', () => {
     expect(summary.maeInterval?.high).toBeCloseTo(summary.mae as number, 12);
   });
 
+  it('resamples within steering strata when asked', () => {
+    // Text always follows the steering token, so the strata fix the counts exactly.
+    const stratified: MeasuredSample[] = [];
+    for (let i = 0; i < 40; i++) {
+      for (const occupation of [0, 1, 2]) {
+        const category = i % 2;
+        stratified.push(sample(occupation, category, category));
+      }
+    }
+    const plain = summarizeMeasurement(dataset, stratified, { seed: 3 });
+    const within = summarizeMeasurement(dataset, stratified, { seed: 3, stratifyBySteering: true });
+    expect(within.method.maeInterval).toBe('bootstrap-percentile-95-within-steering-strata');
+    expect(plain.method.maeInterval).toBe('bootstrap-percentile-95');
+    expect(within.mae).toBe(plain.mae);
+    expect(within.maeInterval?.low).toBeCloseTo(within.mae as number, 12);
+    expect(within.maeInterval?.high).toBeCloseTo(within.mae as number, 12);
+    const plainWidth = (plain.maeInterval?.high ?? 0) - (plain.maeInterval?.low ?? 0);
+    expect(plainWidth, 'independent resampling varies the counts').toBeGreaterThan(0.05);
+  });
+
   it('is absent with zero replicates', () => {
     const summary = summarizeMeasurement(dataset, samples, { bootstrapReps: 0 });
     expect(summary.maeInterval).toBeNull();

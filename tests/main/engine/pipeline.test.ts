@@ -125,6 +125,16 @@ describe('runPipeline', () => {
     expect(latest?.stage, 'checkpoint stage').toBe('align');
     expect(latest?.step, 'checkpoint step').toBe(1);
 
+    // Other settings would train and report a mixture of two runs.
+    const changed = {
+      ...run,
+      resume: true,
+      seed: 9,
+      loss: { ...run.loss, mode: 'kl-only' as const },
+    };
+    await expect(prepareRun(changed), 'resume with other settings').rejects.toThrow(
+      /with other settings: seed was 2, now 9; loss\.mode was "kl\+kto", now "kl-only"/,
+    );
     await runPipeline({ ...run, resume: true });
     const resumed = await readReport(run.outDir);
     expect(resumed.status, 'report status after resume').toBe('complete');
@@ -188,6 +198,40 @@ describe('prepareRun', () => {
     await fs.mkdir(complete.outDir, { recursive: true });
     await fs.writeFile(path.join(complete.outDir, 'report.json'), '{"status": "complete"}');
     await expect(prepareRun(complete), 'complete report').rejects.toThrow(/is not empty/);
+  });
+
+  it('rejects an export that would overwrite a file', async () => {
+    const existing = path.join(tempDir, 'existing.gguf');
+    await fs.writeFile(existing, 'keep me');
+    const exportTo = (file: string) =>
+      options('export-check', { exportGguf: { file, type: 'f16' } });
+    await expect(prepareRun(exportTo(existing)), 'existing file').rejects.toThrow(
+      /existing\.gguf already exists; name a new file/,
+    );
+    expect(await fs.readFile(existing, 'utf8'), 'file kept').toBe('keep me');
+    const model = options('export-model', {
+      modelDir: existing,
+      exportGguf: { file: existing, type: 'f16' },
+    });
+    await expect(prepareRun(model), 'input model').rejects.toThrow(/is the input model/);
+    await expect(prepareRun(exportTo(path.join(tempDir, 'model.bin'))), 'suffix').rejects.toThrow(
+      /must name a file ending in \.gguf/,
+    );
+  });
+
+  it('rejects an output folder that cannot be written', async () => {
+    const file = path.join(tempDir, 'a-file');
+    await fs.writeFile(file, 'not a folder');
+    const under = options('x', { outDir: path.join(file, 'run') });
+    await expect(prepareRun(under), 'out under a file').rejects.toThrow(
+      /--out: cannot write in .*a-file\/run \((ENOTDIR|EEXIST)\)/,
+    );
+    const exportUnder = options('export-under-file', {
+      exportGguf: { file: path.join(file, 'm.gguf'), type: 'f16' },
+    });
+    await expect(prepareRun(exportUnder), 'export under a file').rejects.toThrow(
+      /--export-gguf: cannot write in/,
+    );
   });
 
   it('rejects resume without a run', async () => {

@@ -208,6 +208,26 @@ describe('TextTokenizer.fromJSON validation', () => {
     );
   });
 
+  it('rejects ids with a gap', async () => {
+    const json = tokenizer.toJSON() as { added_tokens: object[] };
+    const gapped = {
+      ...json,
+      added_tokens: [...json.added_tokens, { id: tokenizer.vocabSize + 3, content: '<x>' }],
+    };
+    await expect(TextTokenizer.fromJSON(gapped, 'gapped.json')).rejects.toThrow(
+      `Invalid tokenizer gapped.json: no token has id ${tokenizer.vocabSize}`,
+    );
+  });
+
+  it('turns a library failure into a UserError', async () => {
+    const error = await TextTokenizer.fromJSON(
+      { model: { type: 'Unigram' } },
+      'unigram.json',
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as Error).message).toMatch(/^Invalid tokenizer unigram\.json: /);
+  });
+
   it('reports a missing end-of-text token', async () => {
     const json = trainByteLevelBpe(TRAINING_TEXTS, { vocabSize: 300, specialTokens: [] });
     const plain = await TextTokenizer.fromJSON(json, 'plain.json');

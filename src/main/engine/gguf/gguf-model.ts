@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../../shared/errors';
 import type { LoadedModel, ModelMeta } from '../checkpoint';
 import { LlamaModel, type ModelConfig, type Params, parameterShapes } from '../model';
-import { assertModelFits, type LoadProgress } from '../model-memory';
+import { assertFiniteWeights, assertModelFits, type LoadProgress } from '../model-memory';
 import type { TextTokenizer } from '../tokenizer';
 import { GgmlType, type GgmlTypeId, ggmlTypeName, isSupportedType } from './ggml-types';
 import {
@@ -180,6 +180,7 @@ export async function loadGgufModel(
   try {
     for (const [name, { info, shape }] of expected) {
       const values = await readGgufTensor(header, info);
+      assertFiniteWeights(values, info.name, file);
       const engine = toEngineLayout(name, values, shape, config);
       const value = tf.tensor(engine, shape);
       params[name] = tf.variable(value, true);

@@ -12,6 +12,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { GGUFValueType } from '@huggingface/gguf';
 import { BugError, UserError } from '../../../shared/errors';
+import { writeError } from '../atomic';
 import {
   type GgmlTypeId,
   ggmlTypeLayout,
@@ -294,9 +295,14 @@ export async function writeGgufFile(
   }
   const header = encodeHeader(keyValues, tensors, offsets, alignment);
 
-  await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
   const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const handle = await fs.open(temp, 'wx');
+  let handle: fs.FileHandle;
+  try {
+    await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
+    handle = await fs.open(temp, 'wx');
+  } catch (error) {
+    throw writeError(error, file);
+  }
   let closed = false;
   try {
     await writeAll(handle, header);
@@ -311,7 +317,7 @@ export async function writeGgufFile(
     await fs.rename(temp, file);
   } catch (error) {
     if (!closed) await handle.close();
-    await fs.rm(temp, { force: true });
-    throw error;
+    await fs.rm(temp, { force: true }).catch(() => undefined);
+    throw writeError(error, file);
   }
 }

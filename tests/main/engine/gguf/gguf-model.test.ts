@@ -161,6 +161,18 @@ describe('loadGgufModel', () => {
     expect((await loadError(shaped)).message).toMatch(/tensor blk\.0\.ffn_gate\.weight has shape/);
   });
 
+  it('refuses weights holding NaN, naming the tensor', async () => {
+    const file = await variant('nan', (_, tensors) => {
+      const up = tensors.find((t) => t.name === 'blk.0.ffn_up.weight');
+      if (!up) throw new Error('no blk.0.ffn_up.weight');
+      up.values = Float32Array.from(up.values);
+      up.values[7] = Number.NaN;
+    });
+    const error = await loadError(file);
+    expect(error).toBeInstanceOf(UserError);
+    expect(error.message).toContain(`${file}: tensor blk.0.ffn_up.weight holds NaN at element 7`);
+  });
+
   it('refuses rope scaling and a missing hyperparameter', async () => {
     const scaled = await variant('scaled', (m) => {
       m['qwen2.rope.scaling.type'] = { value: 'yarn', type: GGUFValueType.STRING };
