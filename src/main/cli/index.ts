@@ -5,6 +5,7 @@
  *   measure   measure a model and write the report, without training
  *   datasets  list the datasets
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -326,9 +327,14 @@ function describe(
 
 async function execute(options: RunOptions, json: boolean, signal: AbortSignal): Promise<number> {
   const printer = createProgressPrinter(json, options.loss.mode);
-  const result = await runPipeline(options, { onEvent: printer.print, signal }).finally(
-    printer.close,
-  );
+  const result = await runPipeline(options, { onEvent: printer.print, signal })
+    .catch((error: unknown) => {
+      // A failed or cancelled run still wrote a report marked as such; say where it is.
+      const file = path.join(options.outDir, 'report.html');
+      if (existsSync(file)) process.stderr.write(`\nreport (incomplete): ${file}\n`);
+      throw error;
+    })
+    .finally(printer.close);
   const { report } = result;
   if (json) {
     const summary = {
