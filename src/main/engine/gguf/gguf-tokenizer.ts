@@ -7,6 +7,12 @@ import { GGUFValueType } from '@huggingface/gguf';
 import { UserError } from '../../../shared/errors';
 import { TextTokenizer } from '../tokenizer';
 import {
+  isByteFallbackBpe,
+  type SentencePieceForm,
+  sentencePieceFromBpe,
+} from './gguf-spm-from-bpe';
+import {
+  byteTokenName,
   type GgufVocabulary,
   GPT2_PRE_TOKENIZERS,
   type Gpt2PreTokenizer,
@@ -15,6 +21,7 @@ import {
   type StoredGgufVocabulary,
   TokenType,
   tokenizerJsonFromVocabulary,
+  UNMERGED_SCORE,
 } from './gguf-vocab';
 
 /** One GGUF metadata entry, in the form of @huggingface/gguf's GGUFTypedMetadata values. */
@@ -38,12 +45,6 @@ const KEY = {
   addSpacePrefix: 'tokenizer.ggml.add_space_prefix',
   chatTemplate: 'tokenizer.chat_template',
 } as const;
-
-/**
- * Score written for tokens added after import, such as steering tokens. It is below any piece
- * score, so llama.cpp, when it does not parse special tokens, merges into them only last.
- */
-const ADDED_TOKEN_SCORE = -1e9;
 
 /**
  * Builds the tokenizer that `metadata` describes, encoding text to the same ids as llama.cpp.
@@ -162,7 +163,7 @@ function readMerges(reader: MetadataReader, tokens: ReadonlySet<string>): [strin
 function checkByteTokens(reader: MetadataReader, tokens: string[]): void {
   const known = new Set(tokens);
   for (let byte = 0; byte < 256; byte++) {
-    const token = `<0x${byte.toString(16).toUpperCase().padStart(2, '0')}>`;
+    const token = byteTokenName(byte);
     if (!known.has(token)) {
       reader.fail(KEY.tokens, `lacks the byte token ${token}, so some text cannot be encoded`);
     }
@@ -255,8 +256,11 @@ class MetadataReader {
  *
  * A byte-level BPE tokenizer (GPT-2 ByteLevel, or a gpt2 tokenizer imported from GGUF) becomes
  * the `gpt2` form with its merges. A tokenizer imported from a `llama` GGUF becomes the `llama`
- * form with its scores. Added special tokens and `controlTokenIds` get token type 3 (control).
- * Throws a UserError when the tokenizer has another form, a gap in its ids, or no EOS token.
+ * form with its scores. A Hugging Face BPE tokenizer with byte_fallback (SentencePiece as
+ * Llama 2 ships it) becomes the `llama` form with scores derived from its merge ranks.
+ * Added special tokens and `controlTokenIds` get token type 3 (control), other added tokens 4.
+ * Throws a UserError when the tokenizer has another form, a gap in its ids, no EOS token, or
+ * a SentencePiece-style option that llama.cpp would tokenize differently.
  */
 export function tokenizerToGguf(
   tokenizer: TextTokenizer,
@@ -275,10 +279,8 @@ export function tokenizerToGguf(
     }
   }
   const tokenTypes = exportedTokenTypes(json, stored, controlIds, tokens.length);
-  const metadata: Record<string, GgufTypedValue> =
-    stored?.model === 'llama'
-      ? llamaEntries(tokenizer, json, stored, tokens, tokenTypes)
-      : gpt2Entries(tokenizer, json, stored, tokens, tokenTypes);
+  const metadata = vocabularyEntries(tokenizer, json, stored, tokens, tokenTypes);
+
   const eosId = tokenizer.eosId;
   metadata[KEY.eosId] = uint32(eosId);
   // Without a BOS id, llama.cpp falls back to id 11 for gpt2; GPT-2 itself uses EOS as BOS.
@@ -290,6 +292,31 @@ export function tokenizerToGguf(
   const template = tokenizer.options.chatTemplate;
   if (template !== undefined) metadata[KEY.chatTemplate] = string(template);
   return metadata;
+}
+
+/** Returns the vocabulary entries in GGUF form: `llama` with scores, or `gpt2` with merges. */
+function vocabularyEntries(
+  tokenizer: TextTokenizer,
+  json: Record<string, unknown>,
+  stored: StoredGgufVocabulary | undefined,
+  tokens: string[],
+  tokenTypes: number[],
+): Record<string, GgufTypedValue> {
+  if (stored?.model === 'llama') {
+    const scores = tokens.map((_, id) => stored.scores?.[id] ?? UNMERGED_SCORE);
+    const form = { scores, tokenTypes, addSpacePrefix: stored.add_space_prefix ?? true };
+    return llamaEntries(tokenizer, json, tokens, form);
+  }
+  const sentencePiece =
+    stored === undefined &&
+    isByteFallbackBpe(json) &&
+    recognizeGpt2PreTokenizer(json) === undefined;
+  if (sentencePiece) {
+    const encode = (text: string) => tokenizer.encode(text);
+    const form = sentencePieceFromBpe(json, tokens, tokenTypes, tokenizer.source, encode);
+    return llamaEntries(tokenizer, json, tokens, form);
+  }
+  return gpt2Entries(tokenizer, json, stored, tokens, tokenTypes);
 }
 
 function gpt2Entries(
@@ -305,8 +332,8 @@ function gpt2Entries(
     const preType = (json.pre_tokenizer as { type?: unknown } | null)?.type ?? 'none';
     throw new UserError(
       `Cannot export tokenizer ${tokenizer.source} to GGUF: it is neither byte-level BPE with a ` +
-        'GPT-2 or Qwen2 pre-tokenizer nor a tokenizer imported from GGUF ' +
-        `(model ${String(model.type)}, pre-tokenizer ${String(preType)}). ` +
+        'GPT-2 or Qwen2 pre-tokenizer, nor BPE with byte_fallback, nor a tokenizer imported ' +
+        `from GGUF (model ${String(model.type)}, pre-tokenizer ${String(preType)}). ` +
         'Only those tokenizers have a GGUF form that llama.cpp tokenizes the same way.',
     );
   }
@@ -322,17 +349,15 @@ function gpt2Entries(
 function llamaEntries(
   tokenizer: TextTokenizer,
   json: Record<string, unknown>,
-  stored: StoredGgufVocabulary,
   tokens: string[],
-  tokenTypes: number[],
+  form: SentencePieceForm,
 ): Record<string, GgufTypedValue> {
-  const scores = tokens.map((_, id) => stored.scores?.[id] ?? ADDED_TOKEN_SCORE);
   const metadata: Record<string, GgufTypedValue> = {
     [KEY.model]: string('llama'),
     [KEY.tokens]: stringArray(tokens),
-    [KEY.scores]: { value: scores, type: GGUFValueType.ARRAY, subType: GGUFValueType.FLOAT32 },
-    [KEY.tokenType]: int32Array(tokenTypes),
-    [KEY.addSpacePrefix]: { value: stored.add_space_prefix ?? true, type: GGUFValueType.BOOL },
+    [KEY.scores]: { value: form.scores, type: GGUFValueType.ARRAY, subType: GGUFValueType.FLOAT32 },
+    [KEY.tokenType]: int32Array(form.tokenTypes),
+    [KEY.addSpacePrefix]: { value: form.addSpacePrefix, type: GGUFValueType.BOOL },
   };
   const unknownToken = (json.model as { unk_token?: unknown }).unk_token;
   const unknownId =

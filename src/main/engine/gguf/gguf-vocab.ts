@@ -32,6 +32,17 @@ export type Gpt2PreTokenizer = (typeof GPT2_PRE_TOKENIZERS)[number];
 /** Space marker of SentencePiece vocabularies (U+2581). */
 export const SPACE_MARKER = '\u2581';
 
+/**
+ * Score of `llama` tokens that no merge makes: byte tokens, added tokens and single characters.
+ * It is below the score of every merged token, so llama.cpp merges into such a token only last.
+ */
+export const UNMERGED_SCORE = -1e9;
+
+/** Returns the SentencePiece byte token for `byte`, such as `<0x0A>`. */
+export function byteTokenName(byte: number): string {
+  return `<0x${byte.toString(16).toUpperCase().padStart(2, '0')}>`;
+}
+
 /** A vocabulary as GGUF stores it, already validated. Arrays are indexed by token id. */
 export type GgufVocabulary =
   | {

@@ -20,6 +20,7 @@ import { makeTempDir } from '../../../helpers/tiny-model';
 const STARTER = path.resolve('resources/starter-model');
 const FEMALE = specialSteeringToken('gender', 'female');
 const MALE = specialSteeringToken('gender', 'male');
+const NON_BINARY = specialSteeringToken('gender', 'non_binary');
 const USER_DEFINED = '<|sep|>';
 const { ARRAY, BOOL, FLOAT32, INT32, STRING, UINT32 } = GGUFValueType;
 
@@ -121,12 +122,16 @@ let dir: string;
 let starter: TextTokenizer;
 let steeredStarter: TextTokenizer;
 let spmEntries: Record<string, GgufTypedValue>;
+let hfSpmJson: HfTokenizerJson;
+let hfSpm: TextTokenizer;
 
 beforeAll(async () => {
   dir = await makeTempDir('attune-gguf-tokenizer-');
   starter = await TextTokenizer.load(STARTER);
   steeredStarter = (await starter.withAddedSpecialTokens([FEMALE, MALE])).tokenizer;
   spmEntries = sentencePieceEntries();
+  hfSpmJson = withLlamaSpaceRuns(huggingFaceSentencePiece(spmEntries));
+  hfSpm = await TextTokenizer.fromJSON(hfSpmJson, 'hf-spm', HF_SPM_ROLES);
 });
 
 afterAll(async () => {
@@ -294,6 +299,149 @@ function sentencePieceEntries(): Record<string, GgufTypedValue> {
   };
 }
 
+interface HfTokenizerJson {
+  normalizer: object | null;
+  pre_tokenizer: object | null;
+  decoder: object | null;
+  added_tokens: Record<string, unknown>[];
+  model: { vocab: Record<string, number>; merges: string[]; [field: string]: unknown };
+  [field: string]: unknown;
+}
+
+const HF_SPM_ROLES = { bosToken: '<s>', eosToken: '</s>', addBosToken: true };
+const SPACE_TO_MARKER = { type: 'Replace', pattern: { String: ' ' }, content: '▁' };
+const MARKER_TO_SPACE = { type: 'Replace', pattern: { String: '▁' }, content: ' ' };
+
+/**
+ * Returns the tokenizer.json that Hugging Face's Llama converter writes for the `llama`
+ * vocabulary `entries`. The merges list every split of a token into two tokens, grouped by the
+ * token's score (highest first, ties by id) and ordered by the ids of the parts within a group.
+ * Control and unknown tokens become special added tokens, user-defined ones plain added tokens.
+ */
+function huggingFaceSentencePiece(entries: Record<string, GgufTypedValue>): HfTokenizerJson {
+  const tokens = entries['tokenizer.ggml.tokens'].value as string[];
+  const scores = entries['tokenizer.ggml.scores'].value as number[];
+  const types = entries['tokenizer.ggml.token_type'].value as number[];
+  const vocab: Record<string, number> = Object.fromEntries(tokens.map((token, id) => [token, id]));
+  const merges: string[] = [];
+  const byScore = tokens.map((_, id) => id).sort((a, b) => scores[b] - scores[a] || a - b);
+  for (const id of byScore) {
+    const chars = Array.from(tokens[id]);
+    const splits: [string, string][] = [];
+    for (let i = 1; i < chars.length; i++) {
+      const split: [string, string] = [chars.slice(0, i).join(''), chars.slice(i).join('')];
+      if (split[0] in vocab && split[1] in vocab) splits.push(split);
+    }
+    splits.sort((a, b) => vocab[a[0]] - vocab[b[0]] || vocab[a[1]] - vocab[b[1]]);
+    merges.push(...splits.map(([left, right]) => `${left} ${right}`));
+  }
+  const added = tokens.flatMap((content, id) =>
+    [2, 3, 4].includes(types[id])
+      ? [
+          {
+            id,
+            content,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+            special: types[id] !== 4,
+          },
+        ]
+      : [],
+  );
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [{ type: 'Prepend', prepend: '▁' }, SPACE_TO_MARKER],
+    },
+    pre_tokenizer: null,
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        MARKER_TO_SPACE,
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
+  };
+}
+
+/**
+ * Adds the runs of 2 to 8 "▁" as tokens and lists their merges last, grouped by left part with
+ * "▁ ▁" at the very end, as Llama 2's tokenizer.json does. The merges of one run are then not
+ * adjacent, so the export must probe them.
+ */
+function withLlamaSpaceRuns(json: HfTokenizerJson): HfTokenizerJson {
+  const vocab = { ...json.model.vocab };
+  const runs = Array.from({ length: 7 }, (_, i) => '▁'.repeat(i + 2));
+  for (const run of runs) vocab[run] ??= Object.keys(vocab).length;
+  const runMerges = runs.flatMap((run) =>
+    Array.from({ length: run.length - 1 }, (_, i) => [run.slice(0, i + 1), run.slice(i + 1)]),
+  );
+  const leftOrder = (left: string) => (left.length === 1 ? runs.length + 1 : left.length);
+  runMerges.sort(([a, b], [c, d]) => leftOrder(a) - leftOrder(c) || d.length - b.length);
+  const merges = json.model.merges.filter((merge) => !/^▁+ ▁+$/.test(merge));
+  merges.push(...runMerges.map(([left, right]) => `${left} ${right}`));
+  return { ...json, model: { ...json.model, vocab, merges } };
+}
+
+/** Returns the Metaspace form without a prefix: no normalizer, Metaspace with "never". */
+function withoutSpacePrefix(json: HfTokenizerJson): HfTokenizerJson {
+  return {
+    ...json,
+    normalizer: null,
+    pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'never', split: false },
+    decoder: {
+      type: 'Sequence',
+      decoders: [MARKER_TO_SPACE, { type: 'ByteFallback' }, { type: 'Fuse' }],
+    },
+  };
+}
+
+/** Returns the index of the second merge of the first token that has two merges. */
+function secondMergeOfAToken(merges: string[]): number {
+  const madeTokens = merges.map((merge) => merge.replace(' ', ''));
+  const index = madeTokens.findIndex((token, i) => i > 0 && token === madeTokens[i - 1]);
+  expect(index).toBeGreaterThan(0);
+  return index;
+}
+
+/** Texts that exercise SentencePiece merges, byte fallback and runs of spaces. */
+const SPM_TEXTS = [
+  'é ü',
+  'café cafe caféé',
+  'the nurse and the engineer',
+  'a  b   c    d     e',
+  '\u00e9t\u00e9 \u{1f600}',
+  'x\u0301y',
+  `${' '.repeat(19)}x`,
+  `a\n${' '.repeat(12)}b ${' '.repeat(7)}c`,
+];
+
 describe('tokenizerToGguf', () => {
   it('exports the starter tokenizer as gpt2', () => {
     const entries = tokenizerToGguf(starter);
@@ -340,15 +488,15 @@ describe('tokenizerToGguf', () => {
 
   it('rejects a gap in the ids', async () => {
     const json = starter.toJSON() as { added_tokens: object[] };
-    const gap = await TextTokenizer.fromJSON(
-      {
-        ...json,
-        added_tokens: [...json.added_tokens, { id: 1030, content: '<x>', special: true }],
-      },
-      'gapped',
-    );
-    expect(() => tokenizerToGguf(gap)).toThrow(UserError);
-    expect(() => tokenizerToGguf(gap)).toThrow(/gapped.*no token with id 1024/);
+    const gapped = {
+      ...json,
+      added_tokens: [...json.added_tokens, { id: 1030, content: '<x>', special: true }],
+    };
+    // TextTokenizer may reject the gap itself; otherwise tokenizerToGguf must.
+    const exportGapped = async () =>
+      tokenizerToGguf(await TextTokenizer.fromJSON(gapped, 'gapped'));
+    await expect(exportGapped()).rejects.toThrow(UserError);
+    await expect(exportGapped()).rejects.toThrow(/gapped.*no token (with|has) id 1024/);
   });
 
   it('rejects a tokenizer of another form', async () => {
@@ -368,6 +516,176 @@ describe('tokenizerToGguf', () => {
       /control token id 5000 is not a token id from 0 to 1023/,
     );
   });
+});
+
+describe('tokenizerToGguf from Hugging Face SentencePiece', () => {
+  it('derives scores from merge ranks', () => {
+    const entries = tokenizerToGguf(hfSpm);
+    const tokens = entries['tokenizer.ggml.tokens'].value as string[];
+    const scores = entries['tokenizer.ggml.scores'].value as number[];
+    expect(entries['tokenizer.ggml.model']).toEqual({ value: 'llama', type: STRING });
+    const spmTokens = spmEntries['tokenizer.ggml.tokens'].value as string[];
+    expect(tokens.slice(0, spmTokens.length)).toEqual(spmTokens);
+    expect(tokens.at(-1)).toBe('▁'.repeat(8));
+    expect(entries['tokenizer.ggml.scores'].subType).toBe(FLOAT32);
+    expect(entries['tokenizer.ggml.merges']).toBeUndefined();
+    expect(entries['tokenizer.ggml.pre']).toBeUndefined();
+
+    // The k-th token in the order of first merges scores -k.
+    const madeTokens = [...new Set(hfSpmJson.model.merges.map((merge) => merge.replace(' ', '')))];
+    expect(madeTokens.map((token) => scores[tokens.indexOf(token)])).toEqual(
+      madeTokens.map((_, k) => -k),
+    );
+    expect(madeTokens.at(-1)).toBe('▁▁');
+    const lowestMerged = -(madeTokens.length - 1);
+    const unmerged = tokens.filter((token) => !madeTokens.includes(token));
+    expect(unmerged).toContain('<0x41>');
+    expect(unmerged).toContain('a');
+    expect(unmerged).toContain(FEMALE);
+    for (const token of unmerged)
+      expect(scores[tokens.indexOf(token)], token).toBeLessThan(lowestMerged);
+  });
+
+  it('sets token types and roles', () => {
+    const entries = tokenizerToGguf(hfSpm);
+    const types = entries['tokenizer.ggml.token_type'].value as number[];
+    // Hugging Face has no unused tokens, so <unused0> becomes a normal token.
+    const expected = (spmEntries['tokenizer.ggml.token_type'].value as number[]).map((type) =>
+      type === 5 ? 1 : type,
+    );
+    expect(types.slice(0, expected.length)).toEqual(expected);
+    expect(types.slice(expected.length)).toEqual(types.slice(expected.length).map(() => 1));
+    expect(types.slice(0, 3)).toEqual([2, 3, 3]);
+    expect(types[hfSpm.tokenToId('<0xFF>') as number]).toBe(6);
+    expect(types[hfSpm.tokenToId(USER_DEFINED) as number]).toBe(4);
+    expect(entries['tokenizer.ggml.bos_token_id']).toEqual({ value: 1, type: UINT32 });
+    expect(entries['tokenizer.ggml.eos_token_id']).toEqual({ value: 2, type: UINT32 });
+    expect(entries['tokenizer.ggml.unknown_token_id']).toEqual({ value: 0, type: UINT32 });
+    expect(entries['tokenizer.ggml.add_bos_token']).toEqual({ value: true, type: BOOL });
+    expect(entries['tokenizer.ggml.add_space_prefix']).toEqual({ value: true, type: BOOL });
+  });
+
+  it('reads the prefix from Metaspace', async () => {
+    const tokenizer = await TextTokenizer.fromJSON(withoutSpacePrefix(hfSpmJson), 'hf', {
+      ...HF_SPM_ROLES,
+      addBosToken: false,
+    });
+    const entries = tokenizerToGguf(tokenizer);
+    expect(entries['tokenizer.ggml.add_space_prefix']).toEqual({ value: false, type: BOOL });
+    expect(entries['tokenizer.ggml.add_bos_token']).toEqual({ value: false, type: BOOL });
+  });
+
+  /** Each case edits the Hugging Face form and names the message the UserError must match. */
+  const REJECTED: [string, (json: HfTokenizerJson) => void, RegExp][] = [
+    [
+      'an NFKC normalizer',
+      (json) =>
+        (json.normalizer = { type: 'Sequence', normalizers: [{ type: 'NFKC' }, SPACE_TO_MARKER] }),
+      /normalizer\.normalizers\[0\] is a NFKC normalizer, which llama\.cpp/,
+    ],
+    [
+      'a Whitespace pre-tokenizer',
+      (json) => (json.pre_tokenizer = { type: 'Whitespace' }),
+      /pre_tokenizer is a Whitespace pre-tokenizer/,
+    ],
+    [
+      'Metaspace with prepend_scheme first',
+      (json) => {
+        json.normalizer = null;
+        json.pre_tokenizer = {
+          type: 'Metaspace',
+          replacement: '▁',
+          prepend_scheme: 'first',
+          split: false,
+        };
+      },
+      /pre_tokenizer\.prepend_scheme is "first", which prepends "▁" only at the start/,
+    ],
+    [
+      'Metaspace that splits words',
+      (json) => {
+        json.normalizer = null;
+        json.pre_tokenizer = {
+          type: 'Metaspace',
+          replacement: '▁',
+          prepend_scheme: 'never',
+          split: true,
+        };
+      },
+      /pre_tokenizer\.split is true/,
+    ],
+    [
+      'no space replacement',
+      (json) => (json.normalizer = { type: 'Prepend', prepend: '▁' }),
+      /neither its normalizer nor its pre_tokenizer replaces spaces/,
+    ],
+    [
+      'a missing merge',
+      (json) => json.model.merges.splice(10, 1),
+      /llama\.cpp can merge ".+" and ".+" into the token ".+" \(id \d+\), but model\.merges has no such merge/,
+    ],
+    [
+      'a token with a character that is not a token',
+      (json) => (json.model.vocab['ẍa'] = Object.keys(json.model.vocab).length),
+      /can merge "ẍ" and "a" into the token "ẍa"/,
+    ],
+    [
+      'separated merges of one token',
+      (json) =>
+        json.model.merges.push(
+          ...json.model.merges.splice(secondMergeOfAToken(json.model.merges), 1),
+        ),
+      /model\.merges lists the merges that make ".+" apart.*, and \d+ merges are interleaved this way, too many/,
+    ],
+    [
+      'interleaved merges that llama.cpp orders differently',
+      (json) => {
+        for (const token of ['ⓐ', 'ⓑ', 'ⓒ', 'ⓓ', 'ⓐⓑ', 'ⓑⓒ', 'ⓒⓓ', 'ⓐⓑⓒ']) {
+          json.model.vocab[token] = Object.keys(json.model.vocab).length;
+        }
+        // ⓐⓑⓒ scores by its first merge, above ⓒⓓ, so llama.cpp merges ⓐⓑ + ⓒ before ⓒ + ⓓ.
+        json.model.merges.push('ⓐ ⓑ', 'ⓐ ⓑⓒ', 'ⓒ ⓓ', 'ⓐⓑ ⓒ', 'ⓑ ⓒ');
+      },
+      /lists the merges that make "ⓐⓑⓒ" apart.*, so llama\.cpp encodes "ⓐⓑⓒⓓ" as \["▁","ⓐⓑⓒ","ⓓ"\] but this tokenizer as \["▁","ⓐⓑ","ⓒⓓ"\]/,
+    ],
+    [
+      'a merge of unknown tokens',
+      (json) => (json.model.merges[0] = 'qqq zzz'),
+      /model\.merges\[0\] \("qqq zzz"\) is not two tokens/,
+    ],
+    [
+      'a missing byte token',
+      (json) => {
+        json.model.vocab['<0x41>x'] = json.model.vocab['<0x41>'];
+        delete json.model.vocab['<0x41>'];
+      },
+      /model\.vocab lacks the byte token <0x41>/,
+    ],
+    ['ignore_merges', (json) => (json.model.ignore_merges = true), /model\.ignore_merges is true/],
+    [
+      'an added token with lstrip',
+      (json) => (json.added_tokens[1].lstrip = true),
+      /added_tokens\[1\] \("<s>"\) has lstrip: true/,
+    ],
+    [
+      'a normalized added token',
+      (json) => (json.added_tokens[3].normalized = true),
+      /added_tokens\[3\] \(".+"\) has normalized: true/,
+    ],
+  ];
+
+  for (const [name, edit, message] of REJECTED) {
+    it(`rejects ${name}`, async () => {
+      const json = structuredClone(hfSpmJson);
+      edit(json);
+      const tokenizer = await TextTokenizer.fromJSON(json, 'hf.json', HF_SPM_ROLES);
+      expect(() => tokenizerToGguf(tokenizer)).toThrow(UserError);
+      expect(() => tokenizerToGguf(tokenizer)).toThrow(message);
+      expect(() => tokenizerToGguf(tokenizer)).toThrow(
+        /^Cannot export tokenizer hf\.json to GGUF: /,
+      );
+    });
+  }
 });
 
 describe('llama.cpp parity', () => {
@@ -470,6 +788,61 @@ describe('llama.cpp parity', () => {
     await withLlamaCpp(steeredFile, (model) => {
       expect(steered.encode(text)).toContain(ids[0]);
       expect(steered.encode(text)).toEqual(llamaCppIds(model, text));
+    });
+  });
+});
+
+describe('llama.cpp parity of Hugging Face SentencePiece', () => {
+  const added = [FEMALE, MALE, NON_BINARY, USER_DEFINED, '<s>', '</s>', '<unk>'];
+
+  it('exported tokenizer encodes like llama.cpp', async () => {
+    const { tokenizer, ids } = await hfSpm.withAddedSpecialTokens([NON_BINARY]);
+    const file = await writeGguf('hf-spm.gguf', tokenizerToGguf(tokenizer));
+    const reimported = await tokenizerFromGguf(await readMetadata(file), file);
+    const texts = [...PARITY_TEXTS, ...SPM_TEXTS, `A:${NON_BINARY} They are a nurse.`];
+    expect(tokenizer.encode(texts.at(-1) as string)).toContain(ids[0]);
+    await withLlamaCpp(file, (model) => {
+      for (const text of texts) {
+        const studioIds = tokenizer.encode(text);
+        expect(studioIds, JSON.stringify(text)).toEqual(llamaCppIds(model, text));
+        expect(reimported.encode(text), JSON.stringify(text)).toEqual(studioIds);
+        expect(tokenizer.decode(studioIds)).toBe(llamaCppText(model, studioIds));
+        // Each text segment after an added token gets its own "▁" prefix, which decoding keeps.
+        if (!added.some((token) => text.includes(token)))
+          expect(tokenizer.decode(studioIds)).toBe(text);
+      }
+    });
+  });
+
+  it('export without space prefix encodes like llama.cpp', async () => {
+    const tokenizer = await TextTokenizer.fromJSON(
+      withoutSpacePrefix(hfSpmJson),
+      'hf',
+      HF_SPM_ROLES,
+    );
+    const file = await writeGguf('hf-spm-no-prefix.gguf', tokenizerToGguf(tokenizer));
+    await withLlamaCpp(file, (model) => {
+      for (const text of [...PARITY_TEXTS, ...SPM_TEXTS]) {
+        const ids = tokenizer.encode(text);
+        expect(ids, JSON.stringify(text)).toEqual(llamaCppIds(model, text));
+        expect(tokenizer.decode(ids)).toBe(text);
+        expect(llamaCppText(model, ids)).toBe(text);
+      }
+    });
+  });
+
+  it('merge scores change llama.cpp ids', async () => {
+    const entries = tokenizerToGguf(hfSpm);
+    const scores = entries['tokenizer.ggml.scores'].value as number[];
+    const file = await writeGguf('hf-spm-flat.gguf', {
+      ...entries,
+      'tokenizer.ggml.scores': { ...entries['tokenizer.ggml.scores'], value: scores.map(() => 0) },
+    });
+    await withLlamaCpp(file, (model) => {
+      const differing = PARITY_TEXTS.filter(
+        (text) => JSON.stringify(hfSpm.encode(text)) !== JSON.stringify(llamaCppIds(model, text)),
+      );
+      expect(differing.length).toBeGreaterThan(10);
     });
   });
 });
