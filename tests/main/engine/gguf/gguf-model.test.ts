@@ -102,6 +102,18 @@ describe('loadGgufModel', () => {
     expect(events.at(-1)?.done).toBe(events.at(-1)?.total);
   });
 
+  it('refuses before reading weights when memory is short', async () => {
+    const events: unknown[] = [];
+    const error = await loadGgufModel(valid, {
+      availableBytes: 1000,
+      onProgress: (p) => events.push(p),
+    }).catch((e: unknown) => e as Error);
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as Error).message).toContain(valid);
+    expect((error as Error).message).toMatch(/parameters/);
+    expect(events, 'no tensor read').toEqual([]);
+  });
+
   it('refuses an unsupported architecture', async () => {
     const file = await variant('gemma', (m) => {
       m['general.architecture'] = { value: 'gemma', type: GGUFValueType.STRING };
