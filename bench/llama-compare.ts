@@ -2,7 +2,7 @@
  * Sampling throughput of the studio and of llama.cpp (node-llama-cpp's prebuilt CPU build) on
  * the same GGUF file: the bench model exported by the studio, read back by both. Both decode
  * greedily for a fixed number of tokens per prompt, past end-of-sequence, one sequence at a time,
- * so both do the same work; llama.cpp runs once on one thread and once on every core.
+ * so both do the same work. llama.cpp runs once on one thread and once on every core.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';

@@ -12,7 +12,7 @@ export type ExportTarget =
   | { kind: 'gguf'; file: string; type: GgufExportType }
   | { kind: 'hf'; dir: string };
 
-/** Loads `location` and writes it to `target`; refuses to overwrite a folder that holds files. */
+/** Loads `location` and writes it to `target`. Refuses an existing GGUF file or a non-empty folder. */
 export async function exportModel(
   location: string,
   target: ExportTarget,

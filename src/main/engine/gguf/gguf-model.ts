@@ -3,7 +3,7 @@
  * mapped to the Hugging Face names the engine uses, and the RoPE layout converted.
  *
  * Layout facts this module relies on:
- * - A GGUF tensor of shape ne = [in, out] holds the same bytes as a PyTorch [out, in] matrix.
+ * - A GGUF tensor of shape ne = [in, out] stores the same bytes as a PyTorch [out, in] matrix.
  *   The engine keeps linear weights as [in, out], so they are transposed at the boundary.
  * - llama.cpp's `llama` architecture rotates adjacent pairs (x0, x1), (x2, x3), ... while the
  *   Hugging Face layout rotates x_i with x_{i + E/2}. Converters therefore permute the rows of
@@ -259,7 +259,7 @@ function isLinear(name: string): boolean {
   return name.endsWith('.weight') && /_proj\.|lm_head/.test(name);
 }
 
-/** Whether a llama-architecture tensor has its head rows permuted for llama.cpp's RoPE. */
+/** Returns the head count of a q or k tensor whose rows llama.cpp permutes for RoPE, else null. */
 function ropeHeads(name: string, config: ModelConfig): number | null {
   if (config.architecture !== 'llama') return null;
   if (/self_attn\.q_proj\./.test(name)) return config.numHeads;
