@@ -177,6 +177,8 @@ export interface RunReport {
      * mean probability). Absent in reports written before the option existed.
      */
     steeringDraws?: 'independent' | 'stratified';
+    /** Prompt format used: `Q: <question>\nA:`, or the model's chat template with one user turn. */
+    promptFormat?: 'qa' | 'chat';
     /** Training configuration as resolved by the trainer; null for a measurement-only run. */
     training: Record<string, unknown> | null;
   };

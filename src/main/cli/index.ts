@@ -14,7 +14,7 @@ import { listDatasets } from '../engine/datasets';
 import { type ExportTarget, exportModel } from '../engine/export';
 import { GGUF_EXPORT_TYPES, type GgufExportType } from '../engine/gguf/gguf-model';
 import { STAGE_TWO_MODES } from '../engine/losses';
-import { STEERING_DRAWS } from '../engine/measure';
+import { PROMPT_FORMATS, STEERING_DRAWS } from '../engine/measure';
 import {
   MAX_ROUNDS,
   RUN_DEFAULTS,
@@ -124,6 +124,14 @@ function addRunOptions(command: Command, training: boolean): Command {
         .choices([...STEERING_DRAWS])
         .default(d.steeringDraws),
     )
+    .addOption(
+      new Option(
+        '--prompt-format <format>',
+        "how questions become prompts: qa ('Q: ...\\nA:'), chat (the model's chat template), or auto (chat when the model has a template)",
+      )
+        .choices([...PROMPT_FORMATS])
+        .default(d.promptFormat),
+    )
     .option('--json', 'print one JSON event per line instead of progress bars');
   if (!training) return command;
   return command
@@ -223,6 +231,7 @@ function toRunOptions(o: CliOptions, measureOnly: boolean): RunOptions {
       batchSize: Number(o.sampleBatch),
     },
     steeringDraws: (o.steeringDraws as RunOptions['steeringDraws']) ?? d.steeringDraws,
+    promptFormat: (o.promptFormat as RunOptions['promptFormat']) ?? d.promptFormat,
     sft: {
       ...d.sft,
       epochs: num('sftEpochs', d.sft.epochs),

@@ -244,6 +244,15 @@ export function promptsFor(
   occupationIndex: number,
   round: number,
 ): string {
+  return formatPrompt(questionFor(dataset, occupationIndex, round));
+}
+
+/** The question of one round, before any prompt format, e.g. for a chat template. */
+export function questionFor(
+  dataset: DatasetDefinition,
+  occupationIndex: number,
+  round: number,
+): string {
   const occupation = dataset.occupations[occupationIndex];
   invariant(
     occupation,
@@ -254,5 +263,5 @@ export function promptsFor(
     () => `round ${round} is not a non-negative integer`,
   );
   const template = dataset.questionTemplates[round % dataset.questionTemplates.length];
-  return formatPrompt(fillQuestion(template, occupation.occupation, dataset.country));
+  return fillQuestion(template, occupation.occupation, dataset.country);
 }

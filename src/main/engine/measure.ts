@@ -3,8 +3,9 @@
  */
 import seedrandom from 'seedrandom';
 import { UserError } from '../../shared/errors';
+import { renderChatTemplate } from './chat-template';
 import type { DatasetDefinition } from './datasets';
-import { promptsFor } from './datasets';
+import { promptsFor, questionFor } from './datasets';
 import type { MeasuredSample } from './metrics';
 import type { LlamaModel } from './model';
 import { generate, type SamplingOptions } from './sampler';
@@ -34,6 +35,55 @@ export type SteeringDraws = 'independent' | 'stratified';
 
 export const STEERING_DRAWS: readonly SteeringDraws[] = ['independent', 'stratified'];
 
+/**
+ * How a question becomes a prompt: `qa` is `Q: <question>\nA:`, the format the starter model
+ * was trained on; `chat` renders one user message with the model's chat template; `auto` is
+ * chat when the model ships a template, else qa.
+ */
+export type PromptFormat = 'auto' | 'qa' | 'chat';
+
+export const PROMPT_FORMATS: readonly PromptFormat[] = ['auto', 'qa', 'chat'];
+
+/** Resolves `auto` for `tokenizer`; throws a UserError for chat without a template. */
+export function resolvePromptFormat(format: PromptFormat, tokenizer: TextTokenizer): 'qa' | 'chat' {
+  if (!PROMPT_FORMATS.includes(format)) {
+    throw new UserError(
+      `Unknown prompt format ${JSON.stringify(format)}; use ${PROMPT_FORMATS.join(', ')}.`,
+    );
+  }
+  const hasTemplate = tokenizer.options.chatTemplate !== undefined;
+  if (format === 'chat' && !hasTemplate) {
+    throw new UserError(
+      `Prompt format chat needs a chat template, and the model's tokenizer (${tokenizer.source}) has none. Use --prompt-format qa.`,
+    );
+  }
+  return format === 'auto' ? (hasTemplate ? 'chat' : 'qa') : format;
+}
+
+/** Prompt text and ids of one round; a chat template that writes BOS itself gets no second one. */
+export function buildPrompt(
+  dataset: DatasetDefinition,
+  occupationIndex: number,
+  round: number,
+  tokenizer: TextTokenizer,
+  format: 'qa' | 'chat',
+): { prompt: string; ids: number[] } {
+  if (format === 'qa') {
+    const prompt = promptsFor(dataset, occupationIndex, round);
+    return { prompt, ids: [...tokenizer.promptPrefix, ...tokenizer.encode(prompt)] };
+  }
+  const { chatTemplate, bosToken } = tokenizer.options;
+  const prompt = renderChatTemplate(
+    chatTemplate ?? '',
+    [{ role: 'user', content: questionFor(dataset, occupationIndex, round) }],
+    { addGenerationPrompt: true, bosToken, eosToken: tokenizer.eosToken },
+  );
+  const ids = tokenizer.encode(prompt);
+  const prefix = tokenizer.promptPrefix;
+  const hasBos = prefix.length > 0 && ids[0] === prefix[0];
+  return { prompt, ids: hasBos ? ids : [...prefix, ...ids] };
+}
+
 export interface MeasureOptions {
   rounds: number;
   sampling: SamplingOptions;
@@ -41,6 +91,8 @@ export interface MeasureOptions {
   steeringIds?: number[];
   /** Defaults to independent. Applies only when `steeringIds` is set. */
   steeringDraws?: SteeringDraws;
+  /** Defaults to qa. */
+  promptFormat?: PromptFormat;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
 }
@@ -52,11 +104,11 @@ export async function measureDataset(
   dataset: DatasetDefinition,
   options: MeasureOptions,
 ): Promise<SampledResponse[]> {
+  const format = resolvePromptFormat(options.promptFormat ?? 'qa', tokenizer);
   const requests: { occupationIndex: number; round: number; prompt: string; ids: number[] }[] = [];
   dataset.occupations.forEach((_, occupationIndex) => {
     for (let round = 0; round < options.rounds; round++) {
-      const prompt = promptsFor(dataset, occupationIndex, round);
-      const ids = [...tokenizer.promptPrefix, ...tokenizer.encode(prompt)];
+      const { prompt, ids } = buildPrompt(dataset, occupationIndex, round, tokenizer, format);
       requests.push({ occupationIndex, round, prompt, ids });
     }
   });

@@ -29,7 +29,13 @@ import { type DatasetDefinition, loadDataset } from './datasets';
 import { buildTrainingExamples } from './examples';
 import { GGUF_EXPORT_TYPES, type GgufExportType, saveGgufModel } from './gguf/gguf-model';
 import { loadModel } from './load-model';
-import { measureDataset, type SampledResponse, type SteeringDraws } from './measure';
+import {
+  measureDataset,
+  type PromptFormat,
+  resolvePromptFormat,
+  type SampledResponse,
+  type SteeringDraws,
+} from './measure';
 import { summarizeMeasurement } from './metrics';
 import { countParameters, type LlamaModel } from './model';
 import type { LoadProgress } from './model-memory';
@@ -72,6 +78,8 @@ export interface RunOptions {
   sampling: Omit<SamplingOptions, 'seed'>;
   /** How measurement draws the steering token of a model that has steering tokens. */
   steeringDraws: SteeringDraws;
+  /** How a question becomes a prompt; `auto` uses the model's chat template when it has one. */
+  promptFormat: PromptFormat;
   sft: StageConfig;
   align: StageConfig;
   loss: AlignmentLossConfig;
@@ -107,6 +115,7 @@ export const RUN_DEFAULTS: Omit<RunOptions, 'modelDir' | 'datasetId' | 'outDir' 
   steeringMode: 'special',
   sampling: { temperature: 1, topP: 1, maxNewTokens: 48, batchSize: 100 },
   steeringDraws: 'stratified',
+  promptFormat: 'auto',
   sft: { ...SFT_DEFAULTS, epochs: 4, learningRate: 1.5e-3 },
   align: { ...ALIGN_DEFAULTS, epochs: 2, learningRate: 1e-4 },
   loss: { ...ALIGN_LOSS_DEFAULTS, beta: 1, klWeight: 4 },
@@ -382,6 +391,7 @@ export async function runPipeline(
         sampling: { ...options.sampling, seed: options.seed + 1 },
         steeringIds: steered.steering.tokenIds,
         steeringDraws: options.steeringDraws,
+        promptFormat: options.promptFormat,
         signal: context.signal,
         onProgress: (done, total) => emit({ type: 'sample/progress', phase: 'after', done, total }),
       }),
@@ -518,6 +528,7 @@ async function measureOrReuse(
     sampling: { ...options.sampling, seed: options.seed },
     steeringIds: steering?.tokenIds,
     steeringDraws: options.steeringDraws,
+    promptFormat: options.promptFormat,
     signal,
     onProgress: (done, total) => emit({ type: 'sample/progress', phase, done, total }),
   });
@@ -665,6 +676,7 @@ function emptyReport(
       topP: options.sampling.topP,
       maxNewTokens: options.sampling.maxNewTokens,
       steeringDraws: options.steeringDraws,
+      promptFormat: resolvePromptFormat(options.promptFormat, input.tokenizer),
       training: null,
     },
     trainingHistory: [],

@@ -120,6 +120,12 @@ export function samplingSettingsList(report: RunReport): string {
     ['Top-p', e(settings.topP)],
     ['Max new tokens', e(settings.maxNewTokens)],
     ['Steering token draws', steeringDraws(report)],
+    [
+      'Prompt format',
+      report.settings.promptFormat === 'chat'
+        ? "the model's chat template, with the question as one user message"
+        : 'Q: &lt;question&gt; then a new line and A:',
+    ],
   ]);
 }
 

@@ -22,6 +22,7 @@ export function runSettings(options: RunOptions): Record<string, unknown> {
     steering: options.steeringMode,
     sampling: options.sampling,
     steeringDraws: options.steeringDraws,
+    promptFormat: options.promptFormat,
     sft: stage(options.sft),
     align: stage(options.align),
     loss: options.loss,
@@ -60,8 +61,8 @@ export async function checkResumeSettings(options: RunOptions): Promise<void> {
 
 function diff(before: unknown, now: unknown, key: string): string[] {
   if (isRecord(before) && isRecord(now)) {
-    const keys = new Set([...Object.keys(before), ...Object.keys(now)]);
-    return [...keys].flatMap((k) => diff(before[k], now[k], key ? `${key}.${k}` : k));
+    // Keys the saved file lacks came with later versions; their defaults match the old runs.
+    return Object.keys(before).flatMap((k) => diff(before[k], now[k], key ? `${key}.${k}` : k));
   }
   if (JSON.stringify(before) === JSON.stringify(now)) return [];
   return [`${key} was ${JSON.stringify(before)}, now ${JSON.stringify(now)}`];

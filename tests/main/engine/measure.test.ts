@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { stratifiedUniforms } from '../../../src/main/engine/measure';
+import { loadDataset, promptsFor, questionFor } from '../../../src/main/engine/datasets';
+import {
+  buildPrompt,
+  resolvePromptFormat,
+  stratifiedUniforms,
+} from '../../../src/main/engine/measure';
+import { TextTokenizer } from '../../../src/main/engine/tokenizer';
+import { UserError } from '../../../src/shared/errors';
+import { tinyTokenizer } from '../../helpers/tiny-model';
 
 function layout(occupations: number, rounds: number) {
   const occupation: number[] = [];
@@ -62,5 +70,49 @@ describe('stratifiedUniforms', () => {
     expect(stratifiedUniforms(occupation, round, 20, 1)).not.toEqual(
       stratifiedUniforms(occupation, round, 20, 2),
     );
+  });
+});
+
+describe('prompt formats', () => {
+  const TEMPLATE =
+    '{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}' +
+    '{% if add_generation_prompt %}[assistant]{% endif %}';
+
+  async function chatTokenizer(addBosToken: boolean) {
+    const base = await tinyTokenizer();
+    return TextTokenizer.fromJSON(base.toJSON(), 'chat tokenizer', {
+      chatTemplate: TEMPLATE,
+      bosToken: '<|endoftext|>',
+      addBosToken,
+    });
+  }
+
+  it('resolves auto by the presence of a template', async () => {
+    const plain = await tinyTokenizer();
+    expect(resolvePromptFormat('auto', plain)).toBe('qa');
+    expect(resolvePromptFormat('auto', await chatTokenizer(false))).toBe('chat');
+    expect(() => resolvePromptFormat('chat', plain)).toThrow(UserError);
+    expect(() => resolvePromptFormat('chat', plain)).toThrow(/has none. Use --prompt-format qa/);
+  });
+
+  it('renders one user turn with the chat template', async () => {
+    const dataset = loadDataset('us-gender');
+    const tokenizer = await chatTokenizer(false);
+    const { prompt, ids } = buildPrompt(dataset, 2, 1, tokenizer, 'chat');
+    expect(prompt).toBe(`<|endoftext|>[user] ${questionFor(dataset, 2, 1)}\n[assistant]`);
+    expect(ids).toEqual(tokenizer.encode(prompt));
+    const qa = buildPrompt(dataset, 2, 1, tokenizer, 'qa');
+    expect(qa.prompt).toBe(promptsFor(dataset, 2, 1));
+  });
+
+  it('adds BOS once when the template already writes it', async () => {
+    const dataset = loadDataset('us-gender');
+    const tokenizer = await chatTokenizer(true);
+    const bos = tokenizer.bosId;
+    const { ids } = buildPrompt(dataset, 0, 0, tokenizer, 'chat');
+    expect(ids[0]).toBe(bos);
+    expect(ids[1]).not.toBe(bos);
+    const qa = buildPrompt(dataset, 0, 0, tokenizer, 'qa');
+    expect(qa.ids[0], 'qa prompts get the BOS prefix').toBe(bos);
   });
 });
