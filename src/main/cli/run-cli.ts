@@ -24,6 +24,12 @@ export function runCli(
   });
   const fail = (error: unknown) => {
     process.exitCode = exitCodeFor(error);
+    // With --json, a program reading stdout gets the failure as the last event too.
+    if (process.argv.includes('--json')) {
+      const kind = error instanceof AttuneError ? error.kind : 'bug';
+      const message = error instanceof Error ? error.message : String(error);
+      process.stdout.write(`${JSON.stringify({ type: 'error', kind, message })}\n`);
+    }
     process.stderr.write(`\n${formatError(error)}\n`);
     process.exit(process.exitCode);
   };

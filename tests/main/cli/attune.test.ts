@@ -99,6 +99,16 @@ describe('attune CLI rejects bad input', () => {
     await expectNoCompleteReport(out, 'unknown dataset');
   });
 
+  it('ends --json output with an error event', async () => {
+    const out = freshOut();
+    const result = await attune(['measure', '--dataset', 'nope', '--out', out, '--json']);
+    expect(result.code).toBe(1);
+    const last = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? '{}');
+    expect(last.type).toBe('error');
+    expect(last.kind).toBe('user');
+    expect(last.message).toContain('Unknown dataset "nope"');
+  });
+
   it('rejects a missing model folder', async () => {
     const out = freshOut();
     const missing = path.join(tempDir, 'no-such-model');
