@@ -180,8 +180,11 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
   }
 
   if (options.resume && !entries.includes('before-samples.json')) {
+    const stoppedEarly = entries.length > 0 && (await isAbandonedRun(options.outDir, entries));
     throw new UserError(
-      `Cannot resume: ${options.outDir} contains no run (before-samples.json is missing).`,
+      stoppedEarly
+        ? `Nothing to resume in ${options.outDir}: the run stopped before its first measurement was saved. Run the same command without --resume to start it again in that folder.`
+        : `Cannot resume: ${options.outDir} contains no run (before-samples.json is missing).`,
     );
   }
   if (options.resume && (await reportStatus(options.outDir)) === 'complete') {

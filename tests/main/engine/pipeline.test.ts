@@ -234,6 +234,19 @@ describe('prepareRun', () => {
     );
   });
 
+  it('explains resume of a run stopped before sampling', async () => {
+    const run = options('stopped-early', { resume: true });
+    await fs.mkdir(run.outDir, { recursive: true });
+    await fs.writeFile(path.join(run.outDir, 'report.json'), '{"status": "cancelled"}');
+    await expect(prepareRun(run)).rejects.toThrow(
+      /Nothing to resume .*stopped-early: the run stopped before its first measurement was saved\. Run the same command without --resume/,
+    );
+    await expect(
+      prepareRun({ ...run, resume: false }),
+      'a new run may reuse it',
+    ).resolves.toBeDefined();
+  });
+
   it('rejects resume without a run', async () => {
     const run = options('nothing-to-resume', { resume: true });
     await expect(prepareRun(run), 'message').rejects.toThrow(
