@@ -179,6 +179,8 @@ export interface RunReport {
     steeringDraws?: 'independent' | 'stratified';
     /** Prompt format used: `Q: <question>\nA:`, or the model's chat template with one user turn. */
     promptFormat?: 'qa' | 'chat';
+    /** The chat template text, when the prompts were rendered with it; its hash is not the model's. */
+    chatTemplate?: string;
     /** Training configuration as resolved by the trainer; null for a measurement-only run. */
     training: Record<string, unknown> | null;
   };

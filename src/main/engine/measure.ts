@@ -79,6 +79,11 @@ export function buildPrompt(
     { addGenerationPrompt: true, bosToken, eosToken: tokenizer.eosToken },
   );
   const ids = tokenizer.encode(prompt);
+  if (ids.length === 0) {
+    throw new UserError(
+      `The chat template of ${tokenizer.source} rendered an empty prompt. Fix the template, or pass --prompt-format qa.`,
+    );
+  }
   const prefix = tokenizer.promptPrefix;
   const hasBos = prefix.length > 0 && ids[0] === prefix[0];
   return { prompt, ids: hasBos ? ids : [...prefix, ...ids] };
@@ -136,6 +141,7 @@ export async function measureDataset(
       steeringUniforms,
       eosId: tokenizer.eosId,
       padId: tokenizer.eosId,
+      vocabLimit: tokenizer.vocabSize,
       signal: options.signal,
       onProgress: options.onProgress,
     },

@@ -28,6 +28,7 @@ import {
 import { type DatasetDefinition, loadDataset } from './datasets';
 import { buildTrainingExamples } from './examples';
 import { GGUF_EXPORT_TYPES, type GgufExportType, saveGgufModel } from './gguf/gguf-model';
+import { tokenizerToGguf } from './gguf/gguf-tokenizer';
 import { loadModel } from './load-model';
 import {
   measureDataset,
@@ -198,6 +199,30 @@ export async function prepareRun(options: RunOptions): Promise<{ dataset: Datase
   return { dataset };
 }
 
+/**
+ * Checks what needs the loaded model before any sampling: the prompt format, digit steering
+ * tokens, and that the tokenizer can be written to GGUF when the run exports one.
+ */
+function checkModelForRun(
+  options: RunOptions,
+  input: LoadedModel,
+  dataset: DatasetDefinition,
+): void {
+  resolvePromptFormat(options.promptFormat, input.tokenizer);
+  if (options.measureOnly) return;
+  if (options.exportGguf) tokenizerToGguf(input.tokenizer);
+  if (options.steeringMode === 'digits' && !matchingSteering(input.meta, dataset)) {
+    dataset.categories.forEach((_, i) => {
+      const ids = input.tokenizer.encode(String(i));
+      if (ids.length !== 1) {
+        throw new UserError(
+          `The tokenizer splits the digit "${i}" into ${ids.length} tokens, so it cannot be a steering token; use --steering special.`,
+        );
+      }
+    });
+  }
+}
+
 /** Rejects a GGUF export path that cannot be written, before hours of training. */
 async function checkExportTarget(
   target: { file: string; type: GgufExportType },
@@ -279,6 +304,12 @@ export async function runPipeline(
     parameters,
     weightBytes: 4 * parameters,
   });
+  try {
+    checkModelForRun(options, input, dataset);
+  } catch (error) {
+    input.model.dispose();
+    throw error;
+  }
   await fs.mkdir(options.outDir, { recursive: true });
   if (!options.resume) await saveRunSettings(options);
   const report = emptyReport(options, dataset, input);
@@ -328,11 +359,15 @@ export async function runPipeline(
       options.seed,
     );
     if (built.desirableCount < 2) {
+      const unfinished = built.skippedUnfinished
+        ? ` (${built.skippedUnfinished} more stopped at --max-new-tokens before finishing)`
+        : '';
       throw new UserError(
-        `Only ${built.desirableCount} sampled responses named a category, too few to train on; raise --rounds.`,
+        `Only ${built.desirableCount} sampled responses named a category${unfinished}, too few to train on; raise --rounds${unfinished ? ' or --max-new-tokens' : ''}.`,
       );
     }
     report.settings.training = {
+      promptFormat: report.settings.promptFormat,
       steering: steered.steering,
       sft: options.sft,
       align: options.align,
@@ -680,6 +715,10 @@ function emptyReport(
       maxNewTokens: options.sampling.maxNewTokens,
       steeringDraws: options.steeringDraws,
       promptFormat: resolvePromptFormat(options.promptFormat, input.tokenizer),
+      chatTemplate:
+        resolvePromptFormat(options.promptFormat, input.tokenizer) === 'chat'
+          ? input.tokenizer.options.chatTemplate
+          : undefined,
       training: null,
     },
     trainingHistory: [],

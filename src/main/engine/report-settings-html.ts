@@ -6,6 +6,7 @@
 import type { MeasurementSummary, RunReport } from '../../shared/report-types';
 import {
   definitionList,
+  escapeHtml,
   escapeValue,
   formatSettingValue,
   humanLabel,
@@ -123,7 +124,10 @@ export function samplingSettingsList(report: RunReport): string {
     [
       'Prompt format',
       report.settings.promptFormat === 'chat'
-        ? "the model's chat template, with the question as one user message"
+        ? "the model's chat template, with the question as one user message" +
+          (report.settings.chatTemplate
+            ? `<details><summary>template</summary><pre>${escapeHtml(report.settings.chatTemplate)}</pre></details>`
+            : '')
         : 'Q: &lt;question&gt; then a new line and A:',
     ],
   ]);

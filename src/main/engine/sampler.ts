@@ -50,6 +50,11 @@ export interface GenerateContext {
    */
   steeringUniforms?: readonly number[];
   eosId: number;
+  /**
+   * Ids at or above this are never sampled: embedding rows past the tokenizer's vocabulary, which
+   * padded checkpoints carry, have no text. Defaults to the model's vocabulary size.
+   */
+  vocabLimit?: number;
   /** Token id used to left-pad prompts; never attended to. */
   padId: number;
   signal?: AbortSignal;
@@ -117,6 +122,7 @@ async function generateBatch(
     finished: false,
   }));
   const maxPrompt = Math.max(...prompts.map((p) => p.length));
+  const limit = Math.min(context.vocabLimit ?? model.config.vocabSize, model.config.vocabSize);
   const cache = new KVCache(model.config.numLayers, batch);
   const positionOf = prompts.map((p) => p.length);
   try {
@@ -125,7 +131,8 @@ async function generateBatch(
       if (context.signal?.aborted) throw new CancelledError('Sampling cancelled.');
       const next = new Int32Array(batch);
       for (let b = 0; b < batch; b++) {
-        const row = logits.subarray(b * model.config.vocabSize, (b + 1) * model.config.vocabSize);
+        const start = b * model.config.vocabSize;
+        const row = logits.subarray(start, start + limit);
         const result = results[b];
         if (result.finished) {
           next[b] = context.eosId;

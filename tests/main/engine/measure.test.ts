@@ -105,6 +105,16 @@ describe('prompt formats', () => {
     expect(qa.prompt).toBe(promptsFor(dataset, 2, 1));
   });
 
+  it('rejects a template that renders nothing', async () => {
+    const base = await tinyTokenizer();
+    const empty = await TextTokenizer.fromJSON(base.toJSON(), 'empty template', {
+      chatTemplate: '',
+    });
+    expect(() => buildPrompt(loadDataset('us-gender'), 0, 0, empty, 'chat')).toThrow(
+      /empty template rendered an empty prompt\. Fix the template, or pass --prompt-format qa/,
+    );
+  });
+
   it('adds BOS once when the template already writes it', async () => {
     const dataset = loadDataset('us-gender');
     const tokenizer = await chatTokenizer(true);

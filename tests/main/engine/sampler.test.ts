@@ -224,6 +224,25 @@ describe('generate', () => {
     ).rejects.toThrow(/1 steering draws for 40 prompts/);
   });
 
+  it('never samples ids at or above vocabLimit', async () => {
+    // At temperature 1000 every id is about equally likely, so 480 draws hit the top 40 ids
+    // with probability 1 - (7/8)^480 unless they are excluded.
+    const limit = model.config.vocabSize - 40;
+    const many = Array.from({ length: 40 }, (_, i) => prompts[i % prompts.length]);
+    const options = { ...SAMPLING, temperature: 1000, maxNewTokens: 12 };
+    const free = await generate(model, many, options, { ...context(), eosId: -1 });
+    expect(
+      free.flatMap((r) => r.tokens).some((t) => t >= limit),
+      'ids past the limit',
+    ).toBe(true);
+    const limited = await generate(model, many, options, {
+      ...context(),
+      eosId: -1,
+      vocabLimit: limit,
+    });
+    for (const r of limited) for (const t of r.tokens) expect(t).toBeLessThan(limit);
+  });
+
   it('rejects bad options naming the value', async () => {
     const cases: [Partial<SamplingOptions>, RegExp][] = [
       [{ temperature: -1 }, /temperature.*-1/],

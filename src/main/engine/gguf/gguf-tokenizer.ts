@@ -71,9 +71,12 @@ export async function tokenizerFromGguf(
   if (addBosToken && bosId === undefined) {
     reader.fail(KEY.bosId, `is missing, but ${KEY.addBos} is true`);
   }
+  // The studio writes a model without BOS with the EOS id in the BOS field, as llama.cpp needs
+  // one; read back, that model again has no BOS, so templates never see EOS as bos_token.
+  const noBos = bosId === undefined || (!addBosToken && bosId === eosId);
   return TextTokenizer.fromJSON(tokenizerJsonFromVocabulary(vocabulary), source, {
     eosToken: eosId === undefined ? undefined : tokens[eosId],
-    bosToken: bosId === undefined ? undefined : tokens[bosId],
+    bosToken: noBos ? undefined : tokens[bosId],
     addBosToken,
     chatTemplate: reader.optionalString(KEY.chatTemplate),
   });

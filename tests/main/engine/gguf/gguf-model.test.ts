@@ -94,6 +94,17 @@ describe('loadGgufModel', () => {
     }
   });
 
+  it('keeps a model without BOS without one', async () => {
+    const loaded = await loadGgufModel(valid);
+    try {
+      expect(tokenizer.options.bosToken, 'the source has no BOS').toBeUndefined();
+      expect(loaded.tokenizer.options.bosToken).toBeUndefined();
+      expect(loaded.tokenizer.promptPrefix).toEqual([]);
+    } finally {
+      loaded.model.dispose();
+    }
+  });
+
   it('reports progress up to the tensor bytes', async () => {
     const events: { done: number; total: number }[] = [];
     const loaded = await loadGgufModel(valid, { onProgress: (p) => events.push(p) });
