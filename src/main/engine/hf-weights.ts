@@ -315,9 +315,12 @@ class WeightReader {
       const values = new Float32Array(count);
       decodeFloat32Into(bytes, dtype, values);
       if (values.some((v) => v !== 0)) {
+        const advice = /\.[qkv]_proj\.bias$/.test(entry.name)
+          ? 'config.json sets attention_bias to false, so the model would run without it. If the ' +
+            'model uses these biases (Qwen2 models always do), set attention_bias to true in config.json.'
+          : 'the engine has no such bias, so it cannot run this model.';
         throw new UserError(
-          `${shard.file}: tensor ${entry.name} has non-zero values, but the engine has no such ` +
-            'bias, so it cannot run this model.',
+          `${shard.file}: tensor ${entry.name} has non-zero values, but ${advice}`,
         );
       }
     });

@@ -637,7 +637,7 @@ describe('loadModelFolder with extra tensors', () => {
     await expectLoadError(
       dir,
       new RegExp(
-        `${escapeRegExp(file)}: tensor model\\.layers\\.1\\.self_attn\\.k_proj\\.bias has non-zero values, but the engine has no such bias`,
+        `${escapeRegExp(file)}: tensor model\\.layers\\.1\\.self_attn\\.k_proj\\.bias has non-zero values, but config\\.json sets attention_bias to false`,
       ),
       'non-zero bias',
     );
