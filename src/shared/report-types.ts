@@ -172,7 +172,7 @@ export interface RunReport {
     topP: number;
     maxNewTokens: number;
     /**
-     * How rounds drew the steering token of a model with steering tokens: independently, or
+     * Draw scheme of the steering token of a model with steering tokens: independent, or
      * stratified per occupation (same softmax per draw, category counts within one of N times the
      * mean probability). Absent in reports written before the option existed.
      */

@@ -338,7 +338,7 @@ async function execute(options: RunOptions, json: boolean, signal: AbortSignal):
   const printer = createProgressPrinter(json, options.loss.mode);
   const result = await runPipeline(options, { onEvent: printer.print, signal })
     .catch((error: unknown) => {
-      // A failed or cancelled run still wrote a report marked as such; say where it is.
+      // A failed or cancelled run still wrote a report marked as such, so print its path.
       const file = path.join(options.outDir, 'report.html');
       if (existsSync(file)) process.stderr.write(`\nreport (incomplete): ${file}\n`);
       throw error;

@@ -15,7 +15,7 @@ const FILESYSTEM_REASONS: Record<string, string> = {
 
 /**
  * Turns a file system error the user can fix (permissions, full disk, a file where a folder
- * should be) into a UserError naming `target`; other errors are returned unchanged.
+ * should be) into a UserError naming `target`. Other errors are returned unchanged.
  */
 export function writeError(error: unknown, target: string): unknown {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;

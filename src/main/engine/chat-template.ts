@@ -1,6 +1,6 @@
 /**
  * Chat templates: the Jinja templates that models ship (tokenizer_config.json `chat_template`,
- * GGUF `tokenizer.chat_template`), rendered with @huggingface/jinja. The template sees the
+ * GGUF `tokenizer.chat_template`), rendered with @huggingface/jinja. The template gets the
  * variables transformers' apply_chat_template passes: `messages`, `add_generation_prompt`,
  * `bos_token` and `eos_token`, plus the `raise_exception` function.
  */

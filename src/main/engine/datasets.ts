@@ -247,7 +247,7 @@ export function promptsFor(
   return formatPrompt(questionFor(dataset, occupationIndex, round));
 }
 
-/** The question of one round, before any prompt format, e.g. for a chat template. */
+/** Returns the question of one round without a prompt format, for example for a chat template. */
 export function questionFor(
   dataset: DatasetDefinition,
   occupationIndex: number,

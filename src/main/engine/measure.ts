@@ -23,22 +23,22 @@ export interface SampledResponse extends MeasuredSample {
 }
 
 /**
- * How the steering token of each round is drawn from the model's softmax.
+ * Draw scheme of each round's steering token from the model's softmax.
  * - independent: one uniform draw per round, as in the reference study.
  * - stratified: the rounds of one occupation share one random offset and a random order of the
- *   strata [j/N, (j+1)/N), so every draw still follows the softmax but the category counts of an
- *   occupation are within one of N times the mean probability. The MAE then measures the model
- *   rather than sampling luck: a model exactly on a 50/50 target measures MAE 0.040 on average
- *   with 100 independent rounds, and about 0.005 with stratified ones.
+ *   strata [j/N, (j+1)/N). Every draw still follows the softmax, but the category counts of an
+ *   occupation are within one of N times the mean probability.
+ * A model exactly on a 50/50 target measures MAE 0.040 on average with 100 independent rounds,
+ * and about 0.005 with stratified ones, so stratified MAE reflects the model, not sampling noise.
  */
 export type SteeringDraws = 'independent' | 'stratified';
 
 export const STEERING_DRAWS: readonly SteeringDraws[] = ['independent', 'stratified'];
 
 /**
- * How a question becomes a prompt: `qa` is `Q: <question>\nA:`, the format the starter model
- * was trained on; `chat` renders one user message with the model's chat template; `auto` is
- * chat when the model ships a template, else qa.
+ * Prompt format of a question. `qa` is `Q: <question>\nA:`, the format the starter model was
+ * trained on. `chat` renders one user message with the model's chat template. `auto` is chat
+ * when the model ships a template, else qa.
  */
 export type PromptFormat = 'auto' | 'qa' | 'chat';
 
@@ -57,7 +57,8 @@ export function resolvePromptFormat(format: PromptFormat, tokenizer: TextTokeniz
       `Prompt format chat needs a chat template, and the model's tokenizer (${tokenizer.source}) has none. Use --prompt-format qa.`,
     );
   }
-  return format === 'auto' ? (hasTemplate ? 'chat' : 'qa') : format;
+  if (format !== 'auto') return format;
+  return hasTemplate ? 'chat' : 'qa';
 }
 
 /** Prompt text and ids of one round; a chat template that writes BOS itself gets no second one. */

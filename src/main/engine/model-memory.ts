@@ -144,14 +144,14 @@ function formatBytes(bytes: number): string {
 }
 
 /**
- * Throws a UserError naming `tensor` and `source` when `values` holds NaN or infinity: such a
+ * Throws a UserError naming `tensor` and `source` when `values` contains NaN or infinity. Such a
  * model generates only garbage, and would otherwise measure as a model that names no category.
  */
 export function assertFiniteWeights(values: Float32Array, tensor: string, source: string): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) {
       throw new UserError(
-        `${source}: tensor ${tensor} holds ${values[i]} at element ${i}; the weights are corrupt. Re-download or re-export the model.`,
+        `${source}: tensor ${tensor} contains ${values[i]} at element ${i}, so the weights are invalid. Download or export the model again.`,
       );
     }
   }

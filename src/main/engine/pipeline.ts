@@ -44,7 +44,7 @@ import { writeReport } from './report';
 import { checkResumeSettings, RUN_SETTINGS_FILE, saveRunSettings } from './run-settings';
 import { readLatestCheckpoint, readTrainerState, saveTrainingCheckpoint } from './run-store';
 import { DEFAULT_SAMPLING, type SamplingOptions, validateSampling } from './sampler';
-import { attachSteeringTokens, type SteeringMode } from './steering';
+import { attachSteeringTokens, digitSteeringTokens, type SteeringMode } from './steering';
 import type { TextTokenizer } from './tokenizer';
 import {
   ALIGN_DEFAULTS,
@@ -77,9 +77,9 @@ export interface RunOptions {
   outDir: string;
   steeringMode: SteeringMode;
   sampling: Omit<SamplingOptions, 'seed'>;
-  /** How measurement draws the steering token of a model that has steering tokens. */
+  /** Draw scheme of the steering token when measuring a model that has steering tokens. */
   steeringDraws: SteeringDraws;
-  /** How a question becomes a prompt; `auto` uses the model's chat template when it has one. */
+  /** Prompt format of the questions. `auto` uses the model's chat template when it has one. */
   promptFormat: PromptFormat;
   sft: StageConfig;
   align: StageConfig;
@@ -212,14 +212,7 @@ function checkModelForRun(
   if (options.measureOnly) return;
   if (options.exportGguf) tokenizerToGguf(input.tokenizer);
   if (options.steeringMode === 'digits' && !matchingSteering(input.meta, dataset)) {
-    dataset.categories.forEach((_, i) => {
-      const ids = input.tokenizer.encode(String(i));
-      if (ids.length !== 1) {
-        throw new UserError(
-          `The tokenizer splits the digit "${i}" into ${ids.length} tokens, so it cannot be a steering token; use --steering special.`,
-        );
-      }
-    });
+    digitSteeringTokens(input.tokenizer, dataset.categories);
   }
 }
 
@@ -313,7 +306,7 @@ export async function runPipeline(
   await fs.mkdir(options.outDir, { recursive: true });
   if (!options.resume) await saveRunSettings(options);
   const report = emptyReport(options, dataset, input);
-  // A GGUF file holds its tokenizer, so the file's hash covers both.
+  // A GGUF file contains its tokenizer, so the file's hash covers both.
   report.model.tokenizerSha256 = /\.gguf$/i.test(input.dir)
     ? input.weightsSha256
     : await sha256OfFile(path.join(input.dir, 'tokenizer.json'));
@@ -689,6 +682,7 @@ function emptyReport(
   input: LoadedModel,
 ): RunReport {
   const c = input.model.config;
+  const promptFormat = resolvePromptFormat(options.promptFormat, input.tokenizer);
   return {
     status: 'failed',
     createdAt: new Date().toISOString(),
@@ -714,11 +708,8 @@ function emptyReport(
       topP: options.sampling.topP,
       maxNewTokens: options.sampling.maxNewTokens,
       steeringDraws: options.steeringDraws,
-      promptFormat: resolvePromptFormat(options.promptFormat, input.tokenizer),
-      chatTemplate:
-        resolvePromptFormat(options.promptFormat, input.tokenizer) === 'chat'
-          ? input.tokenizer.options.chatTemplate
-          : undefined,
+      promptFormat,
+      chatTemplate: promptFormat === 'chat' ? input.tokenizer.options.chatTemplate : undefined,
       training: null,
     },
     trainingHistory: [],

@@ -36,16 +36,7 @@ export async function attachSteeringTokens(
         `Digit steering tokens cover at most 10 categories; this attribute has ${categories.length}. Use special steering tokens.`,
       );
     }
-    const tokens = categories.map((_, i) => String(i));
-    const tokenIds = tokens.map((digit) => {
-      const ids = tokenizer.encode(digit);
-      if (ids.length !== 1) {
-        throw new UserError(
-          `The tokenizer splits the digit "${digit}" into ${ids.length} tokens; use special steering tokens.`,
-        );
-      }
-      return ids[0];
-    });
+    const { tokens, tokenIds } = digitSteeringTokens(tokenizer, categories);
     return { model, tokenizer, steering: { attribute, mode, categories, tokens, tokenIds } };
   }
   if (mode !== 'special') {
@@ -60,6 +51,27 @@ export async function attachSteeringTokens(
     tokenizer: grown.tokenizer,
     steering: { attribute, mode, categories, tokens, tokenIds: grown.ids },
   };
+}
+
+/**
+ * Returns the digits "0".."K-1" and their ids. Throws a UserError when the tokenizer splits one
+ * of them, because a steering token must be a single token.
+ */
+export function digitSteeringTokens(
+  tokenizer: TextTokenizer,
+  categories: readonly string[],
+): { tokens: string[]; tokenIds: number[] } {
+  const tokens = categories.map((_, i) => String(i));
+  const tokenIds = tokens.map((digit) => {
+    const ids = tokenizer.encode(digit);
+    if (ids.length !== 1) {
+      throw new UserError(
+        `The tokenizer splits the digit "${digit}" into ${ids.length} tokens; use special steering tokens.`,
+      );
+    }
+    return ids[0];
+  });
+  return { tokens, tokenIds };
 }
 
 /**

@@ -18,7 +18,7 @@ import { END_OF_TEXT } from './prompts';
 export const TOKENIZER_FILE = 'tokenizer.json';
 
 /** Subset of an added_tokens entry of tokenizer.json that this wrapper reads and writes. */
-interface AddedTokenJson {
+export interface AddedTokenJson {
   id: number;
   content: string;
   special?: boolean;
@@ -235,7 +235,7 @@ export class TextTokenizer {
       if (existing !== undefined) return existing;
       const id = this.vocabSize + newIds.size;
       newIds.set(token, id);
-      added.push(specialAddedToken(id, token));
+      added.push(addedTokenJson(id, token));
       return id;
     });
     if (newIds.size === 0) return { tokenizer: this, ids };
@@ -265,7 +265,8 @@ export class TextTokenizer {
   }
 }
 
-function specialAddedToken(id: number, content: string): AddedTokenJson {
+/** Returns an added_tokens entry that the tokenizer never splits or normalizes. */
+export function addedTokenJson(id: number, content: string, special = true): AddedTokenJson {
   return {
     id,
     content,
@@ -273,7 +274,7 @@ function specialAddedToken(id: number, content: string): AddedTokenJson {
     lstrip: false,
     rstrip: false,
     normalized: false,
-    special: true,
+    special,
   };
 }
 

@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import { UserError } from '../../../shared/errors';
 import { dequantize, ggmlTypeName, isSupportedType, supportedTypeNames } from './ggml-types';
 import { NeedMoreBytes } from './gguf-cursor';
-import { type GgufValueTypeInfo, parseGgufHeader } from './gguf-header';
+import { type ParsedGgufHeader, parseGgufHeader } from './gguf-header';
 
 export type { GgufValueTypeInfo } from './gguf-header';
 export {
@@ -29,17 +29,8 @@ export interface GgufTensorInfo {
   byteLength: number;
 }
 
-export interface GgufHeader {
+export interface GgufHeader extends ParsedGgufHeader {
   file: string;
-  version: number;
-  /** Plain values: arrays as JS arrays, uint64 and int64 as number when exact, else bigint. */
-  metadata: Record<string, unknown>;
-  /** GGUF value type of each metadata key, to write the metadata back with the same types. */
-  metadataTypes: Record<string, GgufValueTypeInfo>;
-  tensors: GgufTensorInfo[];
-  alignment: number;
-  /** Absolute byte offset of the tensor data section. */
-  dataOffset: number;
   fileSize: number;
 }
 

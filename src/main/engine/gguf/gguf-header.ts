@@ -47,10 +47,13 @@ export interface GgufValueTypeInfo {
 
 export interface ParsedGgufHeader {
   version: number;
+  /** Plain values: arrays as JS arrays, uint64 and int64 as number when exact, else bigint. */
   metadata: Record<string, unknown>;
+  /** GGUF value type of each metadata key, to write the metadata back with the same types. */
   metadataTypes: Record<string, GgufValueTypeInfo>;
   tensors: GgufTensorInfo[];
   alignment: number;
+  /** Absolute byte offset of the tensor data section. */
   dataOffset: number;
 }
 
@@ -97,8 +100,9 @@ function readScalar(cursor: Cursor, type: number, field: string): unknown {
 
 function readValue(cursor: Cursor, field: string): { value: unknown; info: GgufValueTypeInfo } {
   const type = cursor.u32(`${field} value type`);
-  if (type !== GGUFValueType.ARRAY)
+  if (type !== GGUFValueType.ARRAY) {
     return { value: readScalar(cursor, type, field), info: { type } };
+  }
 
   const subType = cursor.u32(`${field} array element type`);
   if (subType === GGUFValueType.ARRAY) {

@@ -120,6 +120,8 @@ export function configFromGguf(header: GgufHeader): ModelConfig {
     tieWordEmbeddings: !tensors.has('output.weight'),
     attentionBias: tensors.has('blk.0.attn_q.bias'),
   };
+  // Float32 metadata reads back as 9.99999974737875e-6 for 1e-5. The engine config keeps the
+  // shortest decimal with the same float32 value, as a config.json would.
   config.rmsNormEps = shortestFloat32(config.rmsNormEps);
   config.ropeTheta = shortestFloat32(config.ropeTheta);
   const valueLength = metadata[`${architecture}.attention.value_length`];
@@ -137,10 +139,7 @@ export function configFromGguf(header: GgufHeader): ModelConfig {
   return config;
 }
 
-/**
- * Returns the shortest decimal that rounds to the same float32 as `x`, so that a float32 field
- * written as 1e-5 reads back as 1e-5 rather than 9.99999974737875e-6.
- */
+/** Returns the shortest decimal that rounds to the same float32 as `x`. */
 function shortestFloat32(x: number): number {
   for (let digits = 1; digits <= 9; digits++) {
     const candidate = Number(x.toPrecision(digits));
@@ -229,7 +228,7 @@ function checkTensorList(header: GgufHeader, expected: Map<string, ExpectedTenso
     const want = ggufShape(name, entry.shape);
     if (info.shape.join(',') !== want.join(',')) {
       throw new UserError(
-        `${file}: tensor ${ggufName} has shape [${info.shape}], the metadata implies [${want}].`,
+        `${file}: tensor ${ggufName} has shape [${info.shape}], but the metadata implies [${want}].`,
       );
     }
     if (!isSupportedType(info.type)) {

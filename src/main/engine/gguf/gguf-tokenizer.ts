@@ -71,8 +71,8 @@ export async function tokenizerFromGguf(
   if (addBosToken && bosId === undefined) {
     reader.fail(KEY.bosId, `is missing, but ${KEY.addBos} is true`);
   }
-  // The studio writes a model without BOS with the EOS id in the BOS field, as llama.cpp needs
-  // one; read back, that model again has no BOS, so templates never see EOS as bos_token.
+  // The studio writes a model without BOS with the EOS id in the BOS field, because llama.cpp
+  // needs one. Read back, that model again has no BOS, so templates never get EOS as bos_token.
   const noBos = bosId === undefined || (!addBosToken && bosId === eosId);
   return TextTokenizer.fromJSON(tokenizerJsonFromVocabulary(vocabulary), source, {
     eosToken: eosId === undefined ? undefined : tokens[eosId],

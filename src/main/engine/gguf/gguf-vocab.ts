@@ -14,6 +14,7 @@
  */
 
 import { UserError } from '../../../shared/errors';
+import { addedTokenJson } from '../tokenizer';
 
 /** `tokenizer.ggml.token_type` values. */
 export const TokenType = {
@@ -190,15 +191,7 @@ function addedTokens(tokens: string[], tokenTypes: number[]): object[] {
   tokens.forEach((content, id) => {
     const type = tokenTypes[id];
     if (!ADDED_TYPES.has(type)) return;
-    added.push({
-      id,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: type !== TokenType.userDefined,
-    });
+    added.push(addedTokenJson(id, content, type !== TokenType.userDefined));
   });
   return added;
 }

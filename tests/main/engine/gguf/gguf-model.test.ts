@@ -193,7 +193,9 @@ describe('loadGgufModel', () => {
     });
     const error = await loadError(file);
     expect(error).toBeInstanceOf(UserError);
-    expect(error.message).toContain(`${file}: tensor blk.0.ffn_up.weight holds NaN at element 7`);
+    expect(error.message).toContain(
+      `${file}: tensor blk.0.ffn_up.weight contains NaN at element 7`,
+    );
   });
 
   it('refuses rope scaling and a missing hyperparameter', async () => {

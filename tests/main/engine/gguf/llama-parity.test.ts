@@ -256,12 +256,12 @@ describe('random-weight models in every tensor type', () => {
         })
         .dataSync() as Float32Array;
       const matrix = shape.length === 2;
-      // Values are random, so writing them in GGUF order needs only the shape reversed; the
-      // studio's reader must undo the RoPE permutation llama.cpp expects of q and k.
-      const ggShape = matrix && name !== 'model.embed_tokens.weight' ? shape : [...shape].reverse();
+      // The values are random, so only the shapes need GGUF's ne order: linear [in, out] already
+      // is, and the embedding [V, D] is reversed. The reader must still undo llama.cpp's RoPE rows.
+      const ggShape = name === 'model.embed_tokens.weight' ? [...shape].reverse() : shape;
       tensors.push({
         name: ggufTensorName(name),
-        shape: matrix ? ggShape : shape,
+        shape: ggShape,
         type: matrix ? type : GgmlType.F32,
         values,
       });
