@@ -336,7 +336,8 @@ describe('random-weight models in every tensor type', () => {
    * largest measured over both architectures and three prompts (in brackets). With float32
    * weights the two agree to rounding. Otherwise llama.cpp rounds the activations before the
    * matmul: to F16 or BF16 for those weights, to 8-bit blocks (Q8_0, Q8_K) for quantized ones,
-   * while the studio keeps them in float32. Logits of these models have a spread of about 16.
+   * while the studio keeps them in float32. Their logits have a standard deviation near 16 (an
+   * estimate: unit-RMS hidden states of width 256 times head weights of standard deviation 1).
    */
   const LOG_PROB_TOLERANCE: Record<string, number> = {
     F32: 1e-3, // [7e-5]
