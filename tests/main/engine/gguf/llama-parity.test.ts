@@ -332,8 +332,9 @@ describe('random-weight models in every tensor type', () => {
   }
 
   /**
-   * Largest next-token log-probability difference allowed per type, about 2 to 3 times the
-   * largest measured over both architectures and three prompts (in brackets). With float32
+   * Largest next-token log-probability difference allowed per type, 2 to 4 times the largest
+   * measured over both architectures and three prompts (in brackets); F32's 1e-3 leaves room for
+   * float rounding in other llama.cpp builds. With float32
    * weights the two agree to rounding. Otherwise llama.cpp rounds the activations before the
    * matmul: to F16 or BF16 for those weights, to 8-bit blocks (Q8_0, Q8_K) for quantized ones,
    * while the studio keeps them in float32. Their logits have a standard deviation near 16 (an
